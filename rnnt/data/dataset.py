@@ -1,0 +1,694 @@
+"""The training data pipeline: manifests -> lhotse cuts -> duration buckets -> padded batches.
+
+``TransducerDataModule`` is what ``rnnt fit|validate|test`` use. The pieces:
+
+* manifests are validated by ``read_manifest`` and each utterance becomes a lhotse cut of its
+  audio file (any rate or channel count soundfile reads; resampled to 16 kHz and averaged to
+  mono while loading);
+* training cuts are shuffled per epoch and speed-perturbed *before* the sampler, so the
+  sampler's ``max_duration`` counts perturbed durations;
+* ``BucketingSampler`` (lhotse's ``DynamicBucketingSampler`` with a strict bound) groups cuts
+  of similar duration (little padding) into batches of at most ``max_batch_duration`` seconds
+  *including padding* (batch size x longest cut) and at most ``batch_size`` cuts; under DDP
+  every rank gets a disjoint share and the same number of batches;
+* ``TransducerDataset`` runs in the workers: loads audio, adds background noise (training),
+  tokenizes, pads. Unreadable audio is skipped with a warning and a running count.
+
+Batches are dicts: ``audio`` (B, S) float32 at 16 kHz, ``audio_lengths`` (B,) int64 samples,
+``targets`` (B, U) int64 padded with 0, ``target_lengths`` (B,) int64, ``texts`` list of B
+normalised transcripts, ``ids`` list of B utterance ids (``"{manifest name}:{line}"``).
+
+Under DDP, build the Trainer with ``use_distributed_sampler=False``: the lhotse sampler
+already splits the data by rank, and Lightning would otherwise wrap it a second time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import logging
+import math
+import multiprocessing
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import soundfile
+import torch
+from lhotse import CutSet, Recording, SupervisionSegment
+from lhotse.audio import AudioSource
+from lhotse.cut import Cut, MonoCut, MultiCut
+from lhotse.dataset import DynamicBucketingSampler
+from lhotse.dataset.sampling.base import TimeConstraint
+from torch.utils.data import DataLoader, Dataset
+
+from rnnt.constants import (
+    AUDIO_DURATION_TOLERANCE_S,
+    BATCH_SIZE,
+    BG_NOISE_PATH,
+    BUCKET_ESTIMATE_CUTS,
+    BUCKET_MAX_EDGE_RATIO,
+    MAX_BATCH_DURATION,
+    MAX_UTTERANCE_DURATION,
+    MIN_UTTERANCE_DURATION,
+    NOISE_PROBABILITY,
+    NOISE_SNR_RANGE_DB,
+    NUM_BUCKETS,
+    NUM_WORKERS,
+    SAMPLE_RATE,
+    SAMPLER_BUFFER_SIZE,
+    SEED,
+    SPEED_PERTURB_FACTORS,
+    TEST_MANIFEST,
+    TOKENIZER_MODEL_PATH,
+    TRAIN_MANIFEST,
+    VAL_MANIFEST,
+)
+from rnnt.data.augment import BackgroundNoise, NoiseSource, RandomSpeed, resample
+from rnnt.data.manifest import ManifestError, Utterance, read_manifest
+from rnnt.data.tokenizer import Tokenizer, normalize_text
+
+logger = logging.getLogger(__name__)
+
+# Perturbed durations are computed through sample counts: allow for their rounding.
+LONGEST_MARGIN = 1e-3
+
+
+@dataclass(frozen=True)
+class AudioRecord:
+    """One utterance with what its audio file's header says (no audio is read).
+
+    ``sample_rate`` Hz, ``num_frames`` and ``num_channels`` are the file's; ``offset`` and
+    ``duration`` (seconds) locate the utterance in it; ``text`` is normalised.
+    """
+
+    id: str
+    path: str
+    sample_rate: int
+    num_frames: int
+    num_channels: int
+    offset: float
+    duration: float
+    text: str
+
+    def to_cut(self) -> Cut:
+        """A lhotse cut of this utterance, at the file's own sample rate and channels.
+
+        ``TransducerDataset`` resamples to 16 kHz and averages the channels after loading
+        (lhotse 1.33's own ``Resample`` transform needs torchaudio or scipy; we need neither).
+        """
+        recording = Recording(
+            id=self.path,
+            sources=[
+                AudioSource(type="file", channels=list(range(self.num_channels)), source=self.path)
+            ],
+            sampling_rate=self.sample_rate,
+            num_samples=self.num_frames,
+            duration=self.num_frames / self.sample_rate,
+        )
+        channel = 0 if self.num_channels == 1 else list(range(self.num_channels))
+        supervision = SupervisionSegment(
+            id=self.id,
+            recording_id=recording.id,
+            start=0.0,
+            duration=self.duration,
+            channel=channel,
+            text=self.text,
+        )
+        cut_type = MonoCut if self.num_channels == 1 else MultiCut
+        return cut_type(
+            id=self.id,
+            start=self.offset,
+            duration=self.duration,
+            channel=channel,
+            recording=recording,
+            supervisions=[supervision],
+        )
+
+
+def load_audio_records(
+    manifest: str | os.PathLike,
+    *,
+    min_duration: float | None = None,
+    max_duration: float | None = None,
+    skip_invalid: bool = False,
+) -> list[AudioRecord]:
+    """Validate a manifest and read the header of each audio file it names.
+
+    Lines that ``read_manifest`` rejects, transcripts with no letter or digit after
+    ``normalize_text``, unreadable audio headers and offsets/durations beyond the end of the
+    file are errors naming ``file:line`` (or, with ``skip_invalid``, skipped and counted in
+    one warning). A duration overrunning the file by at most ``AUDIO_DURATION_TOLERANCE_S``
+    is clamped to the file's end.
+    """
+    utterances = read_manifest(
+        manifest,
+        min_duration=min_duration,
+        max_duration=max_duration,
+        skip_invalid=skip_invalid,
+    )
+    headers: dict[str, tuple[int, int, int] | str] = {}
+    records: list[AudioRecord] = []
+    skipped: list[str] = []
+    name = Path(manifest).name
+    for utterance in utterances:
+        try:
+            if utterance.audio_filepath not in headers:
+                headers[utterance.audio_filepath] = _read_header(utterance.audio_filepath)
+            header = headers[utterance.audio_filepath]
+            if isinstance(header, str):
+                raise ValueError(header)
+            rate, frames, channels = header
+            records.append(
+                _make_record(utterance, f"{name}:{utterance.line}", rate, frames, channels)
+            )
+        except ValueError as error:
+            if not skip_invalid:
+                raise ManifestError(manifest, utterance.line, str(error)) from None
+            skipped.append(f"{manifest}:{utterance.line}: {error}")
+    if skipped:
+        logger.warning(
+            "%s: skipped %d utterances whose audio or transcript is unusable; first: %s",
+            manifest,
+            len(skipped),
+            " | ".join(skipped[:5]),
+        )
+    return records
+
+
+def _read_header(path: str) -> tuple[int, int, int] | str:
+    try:
+        info = soundfile.info(path)
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
+        return f"cannot read audio file {path}: {error}"
+    if info.frames <= 0 or info.samplerate <= 0:
+        return f"audio file {path} is empty"
+    return int(info.samplerate), int(info.frames), int(info.channels)
+
+
+def _make_record(
+    utterance: Utterance, record_id: str, rate: int, frames: int, channels: int
+) -> AudioRecord:
+    text = normalize_text(utterance.text)
+    if not text:
+        raise ValueError(f"transcript {utterance.text!r} has no letter or digit to train on")
+    file_duration = frames / rate
+    available = file_duration - utterance.offset
+    if available <= 0:
+        raise ValueError(
+            f"offset {utterance.offset:g} s is past the end of {utterance.audio_filepath} "
+            f"({file_duration:g} s)"
+        )
+    duration = utterance.duration
+    if duration > available:
+        if duration > available + AUDIO_DURATION_TOLERANCE_S:
+            raise ValueError(
+                f"duration {duration:g} s from offset {utterance.offset:g} s overruns "
+                f"{utterance.audio_filepath} ({file_duration:g} s); fix 'duration'"
+            )
+        duration = available
+    return AudioRecord(
+        id=record_id,
+        path=utterance.audio_filepath,
+        sample_rate=rate,
+        num_frames=frames,
+        num_channels=channels,
+        offset=utterance.offset,
+        duration=duration,
+        text=text,
+    )
+
+
+class CutSource:
+    """Lazily yields the cuts of ``records``: shuffled and speed-perturbed per epoch if asked.
+
+    The order and speed factors depend only on (seed, epoch), so every DDP rank iterates the
+    same cuts with the same durations, which the lhotse sampler needs to split them.
+    """
+
+    def __init__(
+        self,
+        records: list[AudioRecord],
+        *,
+        shuffle: bool = False,
+        speed: RandomSpeed | None = None,
+        seed: int = SEED,
+    ) -> None:
+        self.records = records
+        self.shuffle = shuffle
+        self.speed = speed
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.speed is not None:
+            self.speed.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def longest_duration(self) -> float:
+        """Seconds: an upper bound on any cut's duration, speed perturbation included."""
+        slowest = min(self.speed.factors, default=1.0) if self.speed is not None else 1.0
+        return max(record.duration for record in self.records) / min(slowest, 1.0)
+
+    def __iter__(self):
+        order = range(len(self.records))
+        if self.shuffle:
+            order = list(order)
+            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        for index in order:
+            cut = self.records[index].to_cut()
+            yield self.speed(cut) if self.speed is not None else cut
+
+
+@dataclass
+class PaddedDurationConstraint(TimeConstraint):
+    """Bounds batch size x the longest duration the batch's bucket can hold by ``max_duration``.
+
+    lhotse's ``TimeConstraint`` bounds batch size x the longest cut *seen so far*, so the cut
+    that closes a batch can push its padded size over the limit (by up to half of it with wide
+    buckets: an out-of-memory error hours into a run). All cuts of a batch come from one
+    bucket, whose upper edge is known; bounding with it makes ``B x longest <= max_duration``
+    hold for every batch (except a single cut that is longer than the limit on its own).
+
+    ``bucket_edges[i]`` is the longest duration (seconds) bucket ``i`` can hold: the sampler's
+    ``duration_bins`` followed by the longest cut of the data.
+    """
+
+    bucket_edges: list[float] = field(default_factory=list)
+
+    def close_to_exceeding(self) -> bool:
+        if self.max_cuts is not None and self.num_cuts >= self.max_cuts:
+            return True
+        if self.max_duration is None or not self.bucket_edges:
+            return super().close_to_exceeding()
+        index = min(
+            bisect.bisect_left(self.bucket_edges, self.longest_seen), len(self.bucket_edges) - 1
+        )
+        longest_possible = max(self.bucket_edges[index], self.longest_seen)
+        return (self.num_cuts + 1) * longest_possible > self.max_duration
+
+
+def duration_bins(
+    durations: Sequence[float],
+    num_buckets: int,
+    longest: float,
+    max_edge_ratio: float = BUCKET_MAX_EDGE_RATIO,
+) -> list[float]:
+    """Bucket edges (seconds, ascending) for ``DynamicBucketingSampler(duration_bins=...)``.
+
+    lhotse's estimate (buckets of equal total duration) from a sample of ``durations``; the
+    last bucket, which reaches up to ``longest`` and so may hold a long tail, is split
+    geometrically until its edges differ by at most ``max_edge_ratio``, so that bounding a
+    batch by its bucket's upper edge wastes little.
+    """
+    bins: list[float] = []
+    per_bucket = sum(durations) / max(num_buckets, 1)
+    total = 0.0
+    for duration in sorted(durations):  # lhotse's estimate: equal total duration per bucket
+        if total > per_bucket and len(bins) < num_buckets - 1:
+            bins.append(duration)
+            total = 0.0
+        total += duration
+    bins = sorted(edge for edge in set(bins) if edge < longest)
+    low = bins[-1] if bins else min(durations)
+    if longest > low > 0:
+        pieces = math.ceil(math.log(longest / low) / math.log(max_edge_ratio) - 1e-9)
+        bins += [low * (longest / low) ** (j / pieces) for j in range(1, pieces)]
+    return bins
+
+
+class BucketingSampler(DynamicBucketingSampler):
+    """``DynamicBucketingSampler`` over a ``CutSource`` with a strict padded-duration bound.
+
+    ``set_epoch`` also reaches the source (new order and speed factors each epoch). Batches
+    hold at most ``max_cuts`` cuts and at most ``max_duration`` seconds of padded audio
+    (batch size x longest cut); ``None`` turns a bound off.
+    """
+
+    def __init__(
+        self,
+        source: CutSource,
+        *,
+        max_duration: float | None,
+        max_cuts: int | None,
+        num_buckets: int,
+        **kwargs,
+    ) -> None:
+        self.source = source
+        sample = [cut.duration for cut in itertools.islice(source, BUCKET_ESTIMATE_CUTS)]
+        longest = source.longest_duration() * (1 + LONGEST_MARGIN)
+        bins = duration_bins(sample, num_buckets, longest)
+        constraint = PaddedDurationConstraint(
+            max_duration=max_duration, max_cuts=max_cuts, bucket_edges=[*bins, longest]
+        )
+        super().__init__(CutSet(source), constraint=constraint, duration_bins=bins, **kwargs)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.source.set_epoch(epoch)
+
+
+class TransducerDataset(Dataset):
+    """Maps a ``CutSet`` (one batch chosen by the sampler) to a padded batch dict.
+
+    Runs in data-loader workers. A cut whose audio cannot be loaded (missing, corrupt,
+    truncated, non-finite samples) is skipped with a warning and counted in
+    ``num_skipped`` (shared by all workers). When every cut of a batch fails: with one
+    process (``world_size == 1``) the result is ``None`` and ``SkippingDataLoader`` moves on
+    to the next batch; under DDP this worker's last good batch is repeated instead, so that
+    every rank still runs the same number of steps (``None`` only if it has none yet).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        *,
+        noise: BackgroundNoise | None = None,
+        world_size: int = 1,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.noise = noise
+        self.world_size = world_size
+        self._skipped = multiprocessing.Value("q", 0)
+        self._rng: np.random.Generator | None = None
+        self._rng_pid = -1
+        self._last_good: dict | None = None
+
+    @property
+    def num_skipped(self) -> int:
+        """Utterances skipped so far for unreadable audio, over all workers."""
+        return int(self._skipped.value) if self._skipped is not None else 0
+
+    def _generator(self) -> np.random.Generator:
+        # torch seeds each worker differently (base seed + worker id); follow it per process.
+        if self._rng is None or self._rng_pid != os.getpid():
+            self._rng = np.random.default_rng(torch.initial_seed())
+            self._rng_pid = os.getpid()
+        return self._rng
+
+    def __getitem__(self, cuts: CutSet) -> dict | None:
+        waveforms, token_ids, texts, ids = [], [], [], []
+        for cut in cuts:
+            try:
+                waveform = _load_mono(cut)
+            except Exception as error:  # any decoder failure: one bad file must not stop a run
+                self._count_skip(cut, error)
+                continue
+            if self.noise is not None:
+                waveform = self.noise(waveform, self._generator())
+            text = cut.supervisions[0].text
+            waveforms.append(waveform)
+            token_ids.append(torch.tensor(self.tokenizer.encode(text), dtype=torch.int64))
+            texts.append(text)
+            ids.append(cut.id)
+        if not waveforms:
+            return self._fallback(cuts)
+        batch = collate(waveforms, token_ids, texts, ids)
+        if self.world_size > 1:
+            self._last_good = batch
+        return batch
+
+    def _count_skip(self, cut: Cut, error: Exception) -> None:
+        total = 0
+        if self._skipped is not None:
+            with self._skipped.get_lock():
+                self._skipped.value += 1
+                total = self._skipped.value
+        source = cut.recording.sources[0].source if cut.has_recording else "?"
+        logger.warning(
+            "skipping utterance %s: cannot load audio %s (%s: %s); %d skipped so far",
+            cut.id,
+            source,
+            type(error).__name__,
+            _first_line(error),
+            total,
+        )
+
+    def _fallback(self, cuts: CutSet) -> dict | None:
+        logger.warning("every utterance of a batch failed to load (%s)", ", ".join(cuts.ids))
+        if self.world_size > 1 and self._last_good is not None:
+            return {
+                key: value.clone() if isinstance(value, torch.Tensor) else list(value)
+                for key, value in self._last_good.items()
+            }
+        return None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        # A shared counter may only travel to a process being started (the workers).
+        if multiprocessing.context.get_spawning_popen() is None:
+            state["_skipped"] = None
+        return state
+
+
+def _load_mono(cut: Cut) -> torch.Tensor:
+    """(S,) float32 audio of a cut at ``SAMPLE_RATE``: channels averaged, resampled.
+
+    S = round(cut.duration * SAMPLE_RATE), the length the sampler budgeted for.
+    """
+    samples = cut.load_audio()
+    if samples is None:
+        raise ValueError("cut has no audio")
+    waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+    waveform = waveform.mean(dim=0) if waveform.dim() == 2 else waveform
+    waveform = resample(waveform, cut.sampling_rate, SAMPLE_RATE)
+    num_samples = round(cut.duration * SAMPLE_RATE)
+    if waveform.numel() != num_samples:  # resampling rounds by a sample or two
+        waveform = torch.nn.functional.pad(
+            waveform[:num_samples], (0, max(0, num_samples - waveform.numel()))
+        )
+    if waveform.numel() == 0 or not torch.isfinite(waveform).all():
+        raise ValueError("audio is empty or has non-finite samples")
+    return waveform
+
+
+def _first_line(error: Exception) -> str:
+    # lhotse appends the whole cut's repr to its errors; the first line is the cause.
+    lines = str(error).strip().splitlines()
+    return lines[0][:300] if lines else ""
+
+
+def collate(
+    waveforms: list[torch.Tensor], token_ids: list[torch.Tensor], texts: list[str], ids: list[str]
+) -> dict:
+    """Pad B waveforms (S_b,) and B token sequences (U_b,) into the batch dict (zeros pad)."""
+    audio_lengths = torch.tensor([w.numel() for w in waveforms], dtype=torch.int64)
+    target_lengths = torch.tensor([t.numel() for t in token_ids], dtype=torch.int64)
+    audio = torch.zeros(len(waveforms), int(audio_lengths.max()), dtype=torch.float32)
+    targets = torch.zeros(len(token_ids), int(target_lengths.max()), dtype=torch.int64)
+    for row, (waveform, tokens) in enumerate(zip(waveforms, token_ids, strict=True)):
+        audio[row, : waveform.numel()] = waveform
+        targets[row, : tokens.numel()] = tokens
+    return {
+        "audio": audio,
+        "audio_lengths": audio_lengths,
+        "targets": targets,
+        "target_lengths": target_lengths,
+        "texts": texts,
+        "ids": ids,
+    }
+
+
+class SkippingDataLoader(DataLoader):
+    """A ``DataLoader`` that passes over ``None`` batches (every utterance failed to load)."""
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            if batch is not None:
+                yield batch
+
+
+class TransducerDataModule(pl.LightningDataModule):
+    """Train/val/test data for ``rnnt fit|validate|test``; every default comes from constants.
+
+    Args:
+        train_manifest, val_manifest, test_manifest: JSON-lines manifests.
+        tokenizer_path: SentencePiece model (``rnnt tokenizer`` writes it).
+        noise_path: folder of background noise audio (searched recursively); None: no noise.
+        max_batch_duration: seconds of audio per batch, padding included (B x longest);
+            None: batches of exactly ``batch_size`` utterances (still duration-bucketed).
+        batch_size: most utterances per batch (a cap next to ``max_batch_duration``).
+        num_workers: data-loader worker processes per rank (0: load in the main process).
+        num_buckets: duration buckets of equal total duration; the last one (the long tail)
+            is split further until its edges differ by at most ``BUCKET_MAX_EDGE_RATIO``.
+        speed_perturb: speed factors, one drawn per training utterance and epoch; [] = off.
+        noise_probability: chance a training utterance gets noise.
+        snr_range_db: [low, high] dB, the noise SNR is drawn uniformly from it.
+        min_duration, max_duration: seconds; training utterances outside are skipped.
+        skip_invalid: skip bad manifest lines and unreadable audio (with a warning) instead
+            of stopping with an error naming file:line.
+        seed: shuffling, speed factors and bucket choice.
+        world_size, rank: override the DDP layout (testing); None: from torch.distributed.
+    """
+
+    def __init__(
+        self,
+        train_manifest: str = TRAIN_MANIFEST,
+        val_manifest: str = VAL_MANIFEST,
+        test_manifest: str = TEST_MANIFEST,
+        tokenizer_path: str = TOKENIZER_MODEL_PATH,
+        noise_path: str | None = BG_NOISE_PATH,
+        max_batch_duration: float | None = MAX_BATCH_DURATION,
+        batch_size: int | None = BATCH_SIZE,
+        num_workers: int = NUM_WORKERS,
+        num_buckets: int = NUM_BUCKETS,
+        speed_perturb: list[float] = SPEED_PERTURB_FACTORS,
+        noise_probability: float = NOISE_PROBABILITY,
+        snr_range_db: list[float] = NOISE_SNR_RANGE_DB,
+        min_duration: float = MIN_UTTERANCE_DURATION,
+        max_duration: float = MAX_UTTERANCE_DURATION,
+        skip_invalid: bool = True,
+        seed: int = SEED,
+        world_size: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        super().__init__()
+        if max_batch_duration is None and batch_size is None:
+            raise ValueError("set max_batch_duration (seconds per batch) or batch_size, or both")
+        if max_batch_duration is not None and max_batch_duration <= 0:
+            raise ValueError(f"max_batch_duration must be > 0 seconds, got {max_batch_duration}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.save_hyperparameters()
+        self.train_manifest = train_manifest
+        self.val_manifest = val_manifest
+        self.test_manifest = test_manifest
+        self.tokenizer_path = tokenizer_path
+        self.noise_path = noise_path
+        self.max_batch_duration = max_batch_duration
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.num_buckets = num_buckets
+        self.speed_perturb = list(speed_perturb)
+        self.noise_probability = noise_probability
+        self.snr_range_db = list(snr_range_db)
+        self.min_duration = min_duration
+        self.max_duration = max_duration
+        self.skip_invalid = skip_invalid
+        self.seed = seed
+        self.world_size = world_size
+        self.rank = rank
+        self._tokenizer: Tokenizer | None = None
+        self._records: dict[str, list[AudioRecord]] = {}
+        self._noise: NoiseSource | None = None
+        self._datasets: list[TransducerDataset] = []
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The SentencePiece tokenizer at ``tokenizer_path`` (loaded once)."""
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer.load(self.tokenizer_path)
+        return self._tokenizer
+
+    @property
+    def num_skipped_utterances(self) -> int:
+        """Utterances skipped so far for unreadable audio in this process's loaders."""
+        return sum(dataset.num_skipped for dataset in self._datasets)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Validate the manifests the stage needs (errors name file:line) and read headers.
+
+        ``fit``: train and val; ``validate``: val; ``test``: test; None: all three. Duration
+        filtering (``min_duration``/``max_duration``) applies to training only: val and test
+        are scored on every utterance.
+        """
+        splits = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": (),
+        }.get(stage or "", ("train", "val", "test"))
+        _ = self.tokenizer  # a missing tokenizer should stop us before any audio is read
+        for split in splits:
+            if split in self._records:
+                continue
+            manifest = getattr(self, f"{split}_manifest")
+            is_train = split == "train"
+            records = load_audio_records(
+                manifest,
+                min_duration=self.min_duration if is_train else None,
+                max_duration=self.max_duration if is_train else None,
+                skip_invalid=self.skip_invalid,
+            )
+            if not records:
+                raise ManifestError(
+                    manifest,
+                    0,
+                    "no usable utterance"
+                    + (
+                        f" between {self.min_duration:g} and {self.max_duration:g} s"
+                        if is_train
+                        else ""
+                    )
+                    + "; check the manifest and the warnings above",
+                )
+            self._records[split] = records
+        if "train" in splits and self._noise is None and self._uses_noise():
+            self._noise = NoiseSource(self.noise_path, SAMPLE_RATE)
+
+    def _uses_noise(self) -> bool:
+        return self.noise_path is not None and self.noise_probability > 0
+
+    def _records_for(self, split: str) -> list[AudioRecord]:
+        if split not in self._records:
+            self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
+        return self._records[split]
+
+    def make_sampler(self, split: str) -> BucketingSampler:
+        """The lhotse sampler of ``split`` (train: shuffled and speed-perturbed).
+
+        The DDP rank and world size are read when this is called (from torch.distributed
+        unless given to the constructor), so call it after the process group exists.
+        """
+        is_train = split == "train"
+        speed = None
+        if is_train and any(factor != 1.0 for factor in self.speed_perturb):
+            speed = RandomSpeed(self.speed_perturb, self.seed)
+        source = CutSource(self._records_for(split), shuffle=is_train, speed=speed, seed=self.seed)
+        return BucketingSampler(
+            source,
+            max_duration=self.max_batch_duration,
+            max_cuts=self.batch_size,
+            num_buckets=self.num_buckets,
+            shuffle=is_train,
+            drop_last=False,
+            buffer_size=SAMPLER_BUFFER_SIZE,
+            seed=self.seed,
+            world_size=self.world_size,
+            rank=self.rank,
+        )
+
+    def make_dataloader(self, split: str) -> SkippingDataLoader:
+        """A loader of padded batch dicts for ``split`` ("train", "val" or "test")."""
+        sampler = self.make_sampler(split)
+        noise = None
+        if split == "train" and self._uses_noise():
+            if self._noise is None:
+                self._noise = NoiseSource(self.noise_path, SAMPLE_RATE)
+            noise = BackgroundNoise(self._noise, self.noise_probability, self.snr_range_db)
+        dataset = TransducerDataset(self.tokenizer, noise=noise, world_size=sampler.world_size)
+        self._datasets.append(dataset)
+        return SkippingDataLoader(
+            dataset,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> SkippingDataLoader:
+        return self.make_dataloader("train")
+
+    def val_dataloader(self) -> SkippingDataLoader:
+        return self.make_dataloader("val")
+
+    def test_dataloader(self) -> SkippingDataLoader:
+        return self.make_dataloader("test")
