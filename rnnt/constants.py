@@ -19,6 +19,7 @@ MAX_EPOCHS = 30
 ATTENTION_CONTEXT_SIZE = [-1, -1]  # [left, right] encoder frames after subsampling; -1 = unlimited
 VOCAB_SIZE = 256  # SentencePiece pieces, blank not counted
 LOG_DIR = "runs"  # TensorBoard logs and checkpoints
+RUN_NAME = "rnnt"  # a run lives in LOG_DIR/RUN_NAME: checkpoints/ and TensorBoard events
 
 # --- audio and features -------------------------------------------------------------------
 SAMPLE_RATE = 16_000  # Hz; every waveform is resampled to this, mono
@@ -26,6 +27,8 @@ N_MELS = 80  # log-mel bins
 WIN_LENGTH_S = 0.025  # seconds, analysis window
 HOP_LENGTH_S = 0.010  # seconds, frame shift
 DITHER = 0.0  # no dither: features are deterministic
+MEL_LOW_FREQ_HZ = 20.0  # lowest mel filter edge, Hz (Kaldi / sherpa-onnx default)
+MEL_HIGH_FREQ_HZ = -400.0  # highest mel filter edge, Hz; negative = below Nyquist (sherpa-onnx)
 
 # SpecAugment (training only). Time masks adapt to the utterance length.
 FREQ_MASKS = 2
@@ -38,17 +41,22 @@ TIME_MASKS_PER_SECOND = 0.5  # adaptive count: masks per second of audio, capped
 BLANK_ID = 0  # the blank symbol is always index 0; tokenizer piece i is model index i + 1
 TOKENIZER_TYPE = "unigram"  # or "bpe"
 TOKENIZER_CHARACTER_COVERAGE = 1.0
+BLANK_PIECE = "<blk>"  # how blank shows in piece lists (export, debugging)
 
 # --- model -----------------------------------------------------------------------------------
 MODEL_PRESET = "tiny"  # tiny | small | medium | large, see rnnt/models/transducer.py
 SUBSAMPLING_FACTOR = 4  # 4 or 8
 CONV_KERNEL_SIZE = 15  # depthwise convolution kernel in the Conformer blocks
 CAUSAL_CONV = False  # True for streaming: the convolution sees no future frames
+SUBSAMPLING_CHANNELS = 64  # channels of the striding convolutions before the encoder
+ROPE_BASE = 10_000.0  # rotary position embedding base (wavelength scale), frames
 DROPOUT = 0.1
 JOINER_ACTIVATION = "tanh"  # tanh | relu | silu
 
 # --- loss --------------------------------------------------------------------------------------
-LOSS_CHUNK_SIZE = 4096  # lattice cells × vocabulary entries are computed this many (T·U) cells at a time
+# Lattice cells (t, u) whose joiner logits (cells x V) the fused loss holds at once. CPU time is
+# flat from 512 to 16384 cells (benchmarks/loss.py); 4096 cells x V=1024 is 16 MB of logits.
+LOSS_CHUNK_SIZE = 4096
 LOSS_REDUCTION = "mean"  # mean over utterances
 
 # --- data --------------------------------------------------------------------------------------
@@ -60,6 +68,12 @@ SPEED_PERTURB_FACTORS = [0.9, 1.0, 1.1]  # one is picked at random per utterance
 NOISE_PROBABILITY = 0.5  # chance that an utterance gets background noise (training only)
 NOISE_SNR_RANGE_DB = [5.0, 30.0]  # signal-to-noise ratio range, dB, drawn uniformly
 SEED = 1234
+MANIFEST_SKIP_EXAMPLES = 5  # skipped manifest lines quoted ("file:line: why") in the log message
+AUDIO_DURATION_TOLERANCE_S = 0.1  # a manifest duration may overrun its audio file by this much (clamped)
+SAMPLER_BUFFER_SIZE = 20_000  # cuts held by the bucketing sampler (shuffle and bucket quality)
+BUCKET_MAX_EDGE_RATIO = 1.1  # a duration bucket's longest cut is at most this times its shortest
+BUCKET_ESTIMATE_CUTS = 10_000  # cuts read to place the duration bucket edges
+NOISE_CACHE_FILES = 32  # noise files shorter than a segment are kept decoded, per worker, at most this many
 
 # --- optimisation ------------------------------------------------------------------------------
 LEARNING_RATE = 1e-3  # peak learning rate
@@ -79,10 +93,40 @@ LOG_TEXT_EXAMPLES = 4  # reference/hypothesis pairs written to TensorBoard each 
 # --- decoding ------------------------------------------------------------------------------------
 MAX_SYMBOLS_PER_FRAME = 5  # greedy search: at most this many tokens emitted at one encoder frame
 BEAM_SIZE = 4
+TRANSCRIBE_BATCH_SECONDS = 300.0  # seconds of (padded) audio per batch when transcribing
 STREAMING_CHUNK_MS = 320  # audio per chunk fed to a streaming session, milliseconds
 
 # --- demo corpus -------------------------------------------------------------------------------
 DEMO_TRAIN_HOURS = 2.0  # hours of synthesized training speech
 DEMO_VAL_UTTERANCES = 200
 DEMO_TEST_UTTERANCES = 300
+# Voices are eSpeak NG "accent+variant" pairs, drawn independently per utterance. The test split
+# gives DEMO_TEST_HELDOUT_FRACTION of its utterances variants (and sometimes accents) never used
+# in train or val, so its WER also measures unseen voices.
+DEMO_ACCENTS = ["en", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-us-nyc", "en-gb-x-gbclan"]
+DEMO_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "f1", "f2", "f3", "f5", "klatt", "klatt2"]
+DEMO_HELDOUT_ACCENTS = ["en-029", "en-gb-x-gbcwmd"]  # test only
+DEMO_HELDOUT_VARIANTS = ["m6", "m7", "f4"]  # test only
+DEMO_TEST_HELDOUT_FRACTION = 0.5
+DEMO_RATE_RANGE_WPM = (130, 200)  # speaking rate, words per minute (eSpeak default 175)
+DEMO_PITCH_RANGE = (30, 70)  # eSpeak base pitch, 0-100 (default 50)
+DEMO_INTONATION_RANGE = (30, 80)  # eSpeak pitch range, 0-100 (default 50; 0 is monotone)
+DEMO_WORD_GAP_RANGE = (0, 2)  # extra pause between words, units of 10 ms
+DEMO_SILENCE_MARGIN_S = (0.05, 0.3)  # leading/trailing silence kept after trimming, seconds
+DEMO_TRIM_THRESHOLD_DB = -45.0  # samples below this, relative to the peak, count as silence
+DEMO_PEAK_DBFS_RANGE = (-12.0, -1.0)  # random peak level of each utterance, dB full scale
+DEMO_NOISE_KINDS = ["white", "pink", "brown", "hum50", "hum60", "fan", "babble", "babble", "babble", "cafe"]
+DEMO_NOISE_SECONDS_RANGE = (10.0, 30.0)  # length of each noise file, seconds
+DEMO_NOISE_PEAK_DBFS = -3.0
+DEMO_BABBLE_TALKERS = 6  # overlapped synthesized talkers in a babble noise file
+DEMO_BABBLE_LOOP_S = 6.0  # seconds of speech synthesized per babble talker, looped to length
+RESAMPLE_ROLLOFF = 0.94  # resampler: the low-pass taper starts at this fraction of the lower Nyquist
 DEMO_VOCAB_SIZE = 128
+DEMO_PRESET = "tiny"
+DEMO_RUN_NAME = "demo"
+DEMO_MAX_EPOCHS = 40  # an upper bound: DEMO_MAX_TRAIN_MINUTES usually ends training first
+DEMO_MAX_TRAIN_MINUTES = 13.0  # keeps `make demo` within 20 minutes on 2 CPU cores
+DEMO_NUM_WORKERS = 1  # on 2 cores: one core loads audio while the other trains
+DEMO_MAX_BATCH_DURATION = 60.0  # seconds; small batches give more updates on a CPU
+DEMO_LEARNING_RATE = 2e-3
+DEMO_WARMUP_STEPS = 300

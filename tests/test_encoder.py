@@ -1,0 +1,172 @@
+"""Conformer encoder: lengths, padding invariance, attention-context limit, causality."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rnnt.models.encoder import ConformerEncoder, attention_mask
+
+N_MELS = 16
+
+
+def _encoder(**overrides) -> ConformerEncoder:
+    torch.manual_seed(0)
+    options = dict(
+        n_mels=N_MELS,
+        d_model=32,
+        num_layers=2,
+        num_heads=2,
+        ff_mult=2,
+        conv_kernel_size=5,
+        subsampling_factor=4,
+        subsampling_channels=8,
+        attention_context_size=[-1, -1],
+        causal_conv=False,
+        dropout=0.1,
+    )
+    options.update(overrides)
+    return ConformerEncoder(**options).eval()
+
+
+def _features(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.zeros(len(lengths), max(lengths), N_MELS)
+    for row, length in enumerate(lengths):
+        features[row, :length] = torch.randn(length, N_MELS, generator=generator)
+    return features, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize("factor", [4, 8])
+def test_output_lengths_are_ceil_of_input_over_factor(factor):
+    encoder = _encoder(subsampling_factor=factor)
+    lengths = [1, 3, 4, 5, 8, 9, 31, 32, 33, 100]
+    features, feature_lengths = _features(lengths)
+    with torch.no_grad():
+        encoder_out, encoder_lengths = encoder(features, feature_lengths)
+        expected = [-(-length // factor) for length in lengths]
+        assert encoder_lengths.tolist() == expected
+        assert encoder_out.shape == (len(lengths), max(expected), 32)
+        for row, length in enumerate(lengths):
+            alone, _ = encoder(features[row : row + 1, :length], feature_lengths[row : row + 1])
+            assert alone.size(1) == expected[row]
+
+
+def test_unsupported_subsampling_factor_is_an_error():
+    with pytest.raises(ValueError, match="subsampling_factor=6"):
+        _encoder(subsampling_factor=6)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"subsampling_factor": 8},
+        {"causal_conv": True, "attention_context_size": [4, 0]},
+        {"attention_context_size": [3, 2]},
+    ],
+)
+def test_padding_invariance(options):
+    encoder = _encoder(**options)
+    lengths = [97, 40, 13, 64]
+    features, feature_lengths = _features(lengths)
+    with torch.no_grad():
+        batched, batched_lengths = encoder(features, feature_lengths)
+        for row, length in enumerate(lengths):
+            alone, alone_lengths = encoder(
+                features[row : row + 1, :length], feature_lengths[row : row + 1]
+            )
+            assert alone_lengths.item() == batched_lengths[row].item()
+            torch.testing.assert_close(
+                batched[row, : alone.size(1)], alone[0], atol=1e-5, rtol=1e-4
+            )
+            assert torch.all(batched[row, alone.size(1) :] == 0)
+
+
+def test_padding_values_never_reach_valid_frames():
+    encoder = _encoder()
+    features, lengths = _features([80, 30])
+    garbage = features.clone()
+    garbage[1, 30:] = 1e3 * torch.randn(50, N_MELS)
+    with torch.no_grad():
+        clean, _ = encoder(features, lengths)
+        dirty, _ = encoder(garbage, lengths)
+    torch.testing.assert_close(clean, dirty, atol=1e-5, rtol=1e-4)
+
+
+def test_attention_mask_combines_context_and_padding():
+    mask = attention_mask(torch.tensor([5, 3]), 5, [1, 2])[:, 0]
+    query, key = 2, torch.arange(5)
+    assert mask[0, query].tolist() == ((key >= 1) & (key <= 4)).tolist()
+    assert mask[1, query].tolist() == [False, True, True, False, False]
+    # Padded queries attend to themselves only (no empty softmax row).
+    assert mask[1, 4].tolist() == [False, False, False, False, True]
+
+
+def _affected(encoder: ConformerEncoder, features, lengths, frame: int, part) -> torch.Tensor:
+    """Bool over encoder frames: does ``part(features)`` change when feature ``frame`` moves."""
+    perturbed = features.clone()
+    perturbed[:, frame] += 5.0
+    with torch.no_grad():
+        before, after = part(features, lengths), part(perturbed, lengths)
+    return ((before - after).abs() > 1e-6).flatten(2).any(dim=2)[0]
+
+
+@pytest.mark.parametrize("context", [[2, 1], [0, 0], [3, 0], [-1, 2], [1, -1]])
+def test_attention_context_limits_what_a_frame_sees(context):
+    # One block with a kernel-1 convolution: only attention mixes frames after subsampling.
+    encoder = _encoder(num_layers=1, conv_kernel_size=1, attention_context_size=context)
+    features, lengths = _features([120])
+    left, right = context
+    frames = -(-120 // 4)
+    for feature_frame in (7, 40, 41, 42, 43, 90):
+        subsampled = _affected(
+            encoder, features, lengths, feature_frame, lambda f, n: encoder.subsampling(f, n)[0]
+        )
+        output = _affected(encoder, features, lengths, feature_frame, lambda f, n: encoder(f, n)[0])
+        for query in range(frames):
+            low = 0 if left < 0 else max(0, query - left)
+            high = frames if right < 0 else query + right + 1
+            inside = bool(subsampled[low:high].any())
+            assert bool(output[query]) == inside, (feature_frame, query)
+
+
+@pytest.mark.parametrize("factor", [4, 8])
+def test_subsampling_reads_no_further_than_its_own_block(factor):
+    encoder = _encoder(subsampling_factor=factor)
+    features, lengths = _features([96])
+    for feature_frame in (0, 17, 40, 41, 95):
+        changed = _affected(
+            encoder, features, lengths, feature_frame, lambda f, n: encoder.subsampling(f, n)[0]
+        )
+        # Encoder frame t' reads feature frames factor * t' -/+ (factor - 1).
+        first = -(-(feature_frame - factor + 1) // factor)
+        last = (feature_frame + factor - 1) // factor
+        expected = [first <= frame <= last for frame in range(changed.numel())]
+        assert changed.tolist() == expected, feature_frame
+
+
+def test_causal_encoder_sees_no_future():
+    encoder = _encoder(conv_kernel_size=15, causal_conv=True, attention_context_size=[-1, 0])
+    features, lengths = _features([96])
+    for feature_frame in (9, 40, 80, 95):
+        changed = _affected(
+            encoder, features, lengths, feature_frame, lambda f, n: encoder(f, n)[0]
+        )
+        first = feature_frame // 4  # the encoder frame whose block holds the feature frame
+        assert not changed[:first].any()
+        assert changed[first:].all()
+
+
+def test_symmetric_convolution_sees_the_future():
+    # The same encoder with a symmetric convolution leaks future frames: the causal option matters.
+    encoder = _encoder(conv_kernel_size=15, causal_conv=False, attention_context_size=[-1, 0])
+    features, lengths = _features([96])
+    changed = _affected(encoder, features, lengths, 80, lambda f, n: encoder(f, n)[0])
+    assert changed[: 80 // 4].any()
+
+
+def test_even_kernel_needs_causal_convolution():
+    with pytest.raises(ValueError, match="conv_kernel_size=4"):
+        _encoder(conv_kernel_size=4)
+    _encoder(conv_kernel_size=4, causal_conv=True)

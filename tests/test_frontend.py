@@ -1,0 +1,191 @@
+"""Log-mel front end (Kaldi-compatible, padding-invariant) and SpecAugment."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lhotse.features.kaldi.layers import Wav2LogFilterBank
+
+from rnnt.constants import (
+    FREQ_MASK_WIDTH,
+    FREQ_MASKS,
+    HOP_LENGTH_S,
+    MEL_HIGH_FREQ_HZ,
+    MEL_LOW_FREQ_HZ,
+    N_MELS,
+    SAMPLE_RATE,
+    TIME_MASK_RATIO,
+    TIME_MASKS_MAX,
+    TIME_MASKS_PER_SECOND,
+    WIN_LENGTH_S,
+)
+from rnnt.models.frontend import LogMelFrontend, SpecAugment
+
+LENGTHS = [16_000, 12_345, 8_000, 401, 48_017]
+
+
+def _batch(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    audio = torch.zeros(len(lengths), max(lengths))
+    for row, length in enumerate(lengths):
+        audio[row, :length] = 0.1 * torch.randn(length, generator=generator)
+    return audio, torch.tensor(lengths)
+
+
+def _kaldi_reference() -> Wav2LogFilterBank:
+    return Wav2LogFilterBank(
+        sampling_rate=SAMPLE_RATE,
+        frame_length=WIN_LENGTH_S,
+        frame_shift=HOP_LENGTH_S,
+        dither=0.0,
+        snip_edges=False,
+        low_freq=MEL_LOW_FREQ_HZ,
+        high_freq=MEL_HIGH_FREQ_HZ,
+        num_filters=N_MELS,
+    )
+
+
+def test_frame_counts_match_unpadded_filterbank():
+    frontend = LogMelFrontend()
+    reference = _kaldi_reference()
+    audio, lengths = _batch(LENGTHS)
+    features, feature_lengths = frontend(audio, lengths)
+    assert features.shape == (len(LENGTHS), max(feature_lengths), N_MELS)
+    for row, length in enumerate(LENGTHS):
+        alone = reference(audio[row : row + 1, :length])
+        assert feature_lengths[row] == alone.size(1) == (length + 80) // 160
+
+
+def test_batched_features_equal_unpadded_reference():
+    frontend = LogMelFrontend()
+    reference = _kaldi_reference()
+    audio, lengths = _batch(LENGTHS)
+    features, feature_lengths = frontend(audio, lengths)
+    for row, length in enumerate(LENGTHS):
+        alone = reference(audio[row : row + 1, :length])[0]
+        valid = features[row, : feature_lengths[row]]
+        torch.testing.assert_close(valid, alone, atol=1e-5, rtol=1e-5)
+        assert torch.all(features[row, feature_lengths[row] :] == 0)
+
+
+@pytest.mark.parametrize("extra_padding", [0, 1, 37, 400, 5_000])
+def test_features_do_not_depend_on_trailing_padding(extra_padding):
+    frontend = LogMelFrontend()
+    audio, lengths = _batch([12_345])
+    alone, _ = frontend(audio, lengths)
+    padded, padded_lengths = frontend(torch.nn.functional.pad(audio, (0, extra_padding)), lengths)
+    assert padded_lengths.tolist() == [alone.size(1)]
+    torch.testing.assert_close(padded, alone, atol=0, rtol=0)
+
+
+def test_features_are_float32_under_autocast():
+    frontend = LogMelFrontend()
+    audio, lengths = _batch([8_000, 4_000])
+    plain, _ = frontend(audio, lengths)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast, _ = frontend(audio.bfloat16(), lengths)
+    assert autocast.dtype == torch.float32
+    # Only the bf16 rounding of the input waveform may differ.
+    assert (autocast - plain).abs().mean() < 0.05
+
+
+def test_frontend_has_no_parameters_and_no_state():
+    frontend = LogMelFrontend()
+    assert sum(p.numel() for p in frontend.parameters()) == 0
+    assert frontend.state_dict() == {}
+
+
+def _spans(row: torch.Tensor) -> list[tuple[int, int]]:
+    """Runs of True in a 1-D bool tensor as (start, length)."""
+    runs, start = [], None
+    for index, value in enumerate(row.tolist() + [False]):
+        if value and start is None:
+            start = index
+        elif not value and start is not None:
+            runs.append((start, index - start))
+            start = None
+    return runs
+
+
+def test_spec_augment_only_in_training_mode():
+    torch.manual_seed(0)
+    frontend = LogMelFrontend()
+    features, lengths = frontend(*_batch(LENGTHS))
+    augment = SpecAugment()
+    assert augment.eval()(features, lengths) is features
+    augmented = augment.train()(features, lengths)
+    assert not torch.equal(augmented, features)
+    # Padded frames are never touched.
+    for row, length in enumerate(lengths.tolist()):
+        assert torch.all(augmented[row, length:] == 0)
+
+
+def test_spec_augment_masks_stay_within_bounds():
+    torch.manual_seed(0)
+    frontend = LogMelFrontend()
+    features, lengths = frontend(*_batch(LENGTHS))
+    augment = SpecAugment().train()
+    for _ in range(20):
+        masks = augment.masks(features, lengths)
+        for row, length in enumerate(lengths.tolist()):
+            assert not masks[row, length:].any()
+            valid = masks[row, :length]
+            # A bin masked on every valid frame is a frequency mask (masks may overlap).
+            freq_runs = _spans(valid.all(dim=0))
+            assert len(freq_runs) <= FREQ_MASKS
+            assert sum(width for _, width in freq_runs) <= FREQ_MASKS * FREQ_MASK_WIDTH
+            # A frame masked on every bin is a time mask (frequency masks cover < all bins).
+            seconds = length * HOP_LENGTH_S
+            count = min(TIME_MASKS_MAX, int(seconds * TIME_MASKS_PER_SECOND))
+            max_width = int(length * TIME_MASK_RATIO)
+            time_runs = _spans(valid.all(dim=1))
+            assert len(time_runs) <= count
+            assert sum(width for _, width in time_runs) <= count * max_width
+
+
+def test_single_masks_are_at_most_their_width():
+    torch.manual_seed(0)
+    features = torch.randn(4, 1_000, N_MELS)
+    lengths = torch.tensor([1_000, 700, 300, 20])
+    augment = SpecAugment(freq_masks=1, time_masks_max=1).train()
+    widths = []
+    for _ in range(100):
+        masks = augment.masks(features, lengths)
+        for row, length in enumerate(lengths.tolist()):
+            freq_runs = _spans(masks[row, :length].all(dim=0))
+            time_runs = _spans(masks[row, :length].all(dim=1))
+            assert len(freq_runs) <= 1 and len(time_runs) <= 1
+            assert all(width <= FREQ_MASK_WIDTH for _, width in freq_runs)
+            assert all(width <= int(length * TIME_MASK_RATIO) for _, width in time_runs)
+            widths += [width for _, width in freq_runs]
+    # Widths are drawn over the whole range, up to the maximum.
+    assert max(widths) == FREQ_MASK_WIDTH
+
+
+def test_spec_augment_fills_with_the_utterance_mean():
+    torch.manual_seed(0)
+    frontend = LogMelFrontend()
+    features, lengths = frontend(*_batch([16_000, 8_000]))
+    augment = SpecAugment().train()
+    torch.manual_seed(1)
+    masks = augment.masks(features, lengths)
+    torch.manual_seed(1)
+    augmented = augment(features, lengths)
+    for row, length in enumerate(lengths.tolist()):
+        mean = features[row, :length].mean()
+        torch.testing.assert_close(augmented[row][masks[row]], mean.expand(int(masks[row].sum())))
+        assert torch.equal(augmented[row][~masks[row]], features[row][~masks[row]])
+
+
+def test_time_masks_adapt_to_utterance_length():
+    torch.manual_seed(0)
+    features = torch.randn(2, 3_000, N_MELS)
+    lengths = torch.tensor([3_000, 150])  # 30 s and 1.5 s
+    augment = SpecAugment(freq_masks=0).train()
+    masked = torch.stack(
+        [augment.masks(features, lengths).all(dim=2).sum(dim=1) for _ in range(50)]
+    )
+    long_cap = TIME_MASKS_MAX * int(3_000 * TIME_MASK_RATIO)
+    short_cap = int(1.5 * TIME_MASKS_PER_SECOND) * int(150 * TIME_MASK_RATIO)
+    assert masked[:, 0].max() <= long_cap and masked[:, 0].float().mean() > 0.2 * long_cap
+    assert masked[:, 1].max() <= short_cap
