@@ -1,0 +1,218 @@
+"""The synthesized demo corpus (rnnt/data/synth.py) and its eSpeak NG wrapper (rnnt/data/espeak.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import soundfile
+
+from rnnt.constants import (
+    DEMO_HELDOUT_ACCENTS,
+    DEMO_HELDOUT_VARIANTS,
+    DEMO_NOISE_KINDS,
+    DEMO_NOISE_SECONDS_RANGE,
+    DEMO_VARIANTS,
+    SAMPLE_RATE,
+)
+from rnnt.data import espeak
+from rnnt.data.grammar import ALLOWED_CHARACTERS, CATEGORIES
+from rnnt.data.manifest import read_manifest
+from rnnt.data.sound import resample
+from rnnt.data.synth import synthesize_demo_corpus
+
+TRAIN_HOURS = 0.01  # 36 s of speech
+SEED = 11
+
+
+def _make(folder, num_workers):
+    return synthesize_demo_corpus(
+        folder,
+        train_hours=TRAIN_HOURS,
+        val_utterances=5,
+        test_utterances=6,
+        seed=SEED,
+        num_workers=num_workers,
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo")
+    return folder, _make(folder, num_workers=1)
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_corpus_layout_and_sizes(corpus):
+    folder, paths = corpus
+    assert {name: paths[name] for name in ("train", "val", "test")} == {
+        split: folder / f"{split}.jsonl" for split in ("train", "val", "test")
+    }
+    train = read_manifest(paths["train"])
+    total = sum(u.duration for u in train)
+    # Utterances are added until the target is reached, and not one more.
+    assert total >= TRAIN_HOURS * 3600 > total - train[-1].duration
+    assert len(read_manifest(paths["val"])) == 5 and len(read_manifest(paths["test"])) == 6
+    raw = _lines(paths["train"])
+    assert raw[0]["audio_filepath"] == "audio/train/train-000000.flac"  # relative: corpus moves
+    assert raw[0]["category"] in CATEGORIES and "+" in raw[0]["voice"]
+    info = json.loads((folder / "corpus.json").read_text())
+    assert info["splits"]["train"]["utterances"] == len(train)
+
+
+def test_audio_is_16k_mono_flac_matching_manifest(corpus):
+    folder, paths = corpus
+    for split in ("train", "val", "test"):
+        for utterance in read_manifest(paths[split]):
+            info = soundfile.info(utterance.audio_filepath)
+            assert (info.format, info.samplerate, info.channels) == ("FLAC", SAMPLE_RATE, 1)
+            assert info.frames / SAMPLE_RATE == utterance.duration
+            audio, _ = soundfile.read(utterance.audio_filepath)
+            peak = np.abs(audio).max()
+            assert 0.2 < peak < 0.95  # levelled, not clipped
+            # Short silent margins at both ends, then speech.
+            assert audio[0] == 0.0 and audio[-1] == 0.0
+            assert np.abs(audio[: int(0.4 * SAMPLE_RATE)]).max() > 0.0
+
+
+def test_transcripts_use_only_allowed_characters(corpus):
+    _, paths = corpus
+    for split in ("train", "val", "test"):
+        for utterance in read_manifest(paths[split]):
+            assert utterance.text and set(utterance.text) <= ALLOWED_CHARACTERS, utterance.text
+
+
+def test_splits_have_disjoint_sentences(corpus):
+    _, paths = corpus
+    texts = {
+        split: [u.text for u in read_manifest(paths[split])] for split in ("train", "val", "test")
+    }
+    for split, values in texts.items():
+        assert len(set(values)) == len(values), f"repeated sentence within {split}"
+    assert not set(texts["train"]) & set(texts["val"])
+    assert not set(texts["train"]) & set(texts["test"])
+    assert not set(texts["val"]) & set(texts["test"])
+
+
+def test_test_split_has_voices_never_heard_in_training(corpus):
+    _, paths = corpus
+    records = {split: _lines(paths[split]) for split in ("train", "val", "test")}
+    heldout_variants = set(DEMO_HELDOUT_VARIANTS)
+    heldout_accents = set(DEMO_HELDOUT_ACCENTS)
+    for split in ("train", "val"):
+        for record in records[split]:
+            accent, variant = record["voice"].split("+")
+            assert variant in DEMO_VARIANTS and accent not in heldout_accents
+            assert record["unseen_voice"] is False
+    unseen = [r for r in records["test"] if r["unseen_voice"]]
+    assert len(unseen) == 3  # DEMO_TEST_HELDOUT_FRACTION of 6
+    assert all(r["voice"].split("+")[1] in heldout_variants for r in unseen)
+    seen_voices = {r["voice"] for split in ("train", "val") for r in records[split]}
+    assert not {r["voice"] for r in unseen} & seen_voices
+
+
+def test_noise_files_exist(corpus):
+    _, paths = corpus
+    files = sorted(paths["noise"].glob("*.flac"))
+    assert len(files) == len(DEMO_NOISE_KINDS)
+    assert {path.name.split("-")[0] for path in files} == set(DEMO_NOISE_KINDS)
+    for path in files:
+        audio, rate = soundfile.read(path)
+        assert rate == SAMPLE_RATE and audio.ndim == 1
+        low, high = DEMO_NOISE_SECONDS_RANGE
+        assert low <= len(audio) / rate <= high
+        assert np.sqrt(np.mean(audio**2)) > 0.01  # not silent
+
+
+def test_same_seed_gives_identical_corpus_whatever_the_workers(corpus, tmp_path):
+    folder, _ = corpus
+    again = tmp_path / "again"
+    _make(again, num_workers=2)  # a process pool, where the fixture ran in this process
+    made = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+    assert made == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    for relative in made:
+        assert (folder / relative).read_bytes() == (again / relative).read_bytes(), relative
+
+
+def test_rerun_in_same_folder_replaces_stale_files(tmp_path):
+    folder = tmp_path / "demo"
+    stale = folder / "audio" / "train" / "train-999999.flac"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    synthesize_demo_corpus(
+        folder,
+        train_hours=0.002,
+        val_utterances=1,
+        test_utterances=2,
+        seed=3,
+        num_workers=1,
+        progress=False,
+    )
+    assert not stale.exists()
+    assert len(list((folder / "audio" / "train").glob("*.flac"))) == len(
+        read_manifest(folder / "train.jsonl")
+    )
+
+
+def test_espeak_output_depends_only_on_arguments():
+    voice = espeak.Voice("en-us+m3", rate_wpm=160, pitch=40, intonation=60, word_gap=1)
+    other = espeak.Voice("en+f2", rate_wpm=190)
+    first, rate = espeak.synthesize("set an alarm for seven", voice, seed=5)
+    espeak.synthesize("call mum", other, seed=1)  # a different history in between
+    second, _ = espeak.synthesize("set an alarm for seven", voice, seed=5)
+    assert rate == 22050 and first.dtype == np.int16 and len(first) > rate // 2
+    np.testing.assert_array_equal(first, second)
+
+
+def test_espeak_warns_when_it_cannot_reset(monkeypatch):
+    import ctypes
+
+    monkeypatch.setattr(espeak, "_checked_unload", False)
+    held = ctypes.CDLL(espeak._library_path())  # another user of the library keeps it loaded
+    try:
+        with pytest.warns(RuntimeWarning, match="not exactly reproducible"):
+            espeak.synthesize("hello", espeak.Voice("en"), seed=0)
+    finally:
+        import _ctypes
+
+        _ctypes.dlclose(held._handle)
+
+
+def test_unknown_voice_is_named():
+    with pytest.raises(
+        ValueError, match=r"unknown eSpeak NG voices \['en-us\+nonsense', 'xx-yy'\]"
+    ):
+        espeak.check_voices(["en-us+m3", "en-us+nonsense", "xx-yy"])
+
+
+@pytest.mark.parametrize("frequency", [200.0, 1000.0, 4000.0, 7000.0])
+def test_resample_reproduces_tones_below_nyquist(frequency):
+    seconds = np.arange(22050 + 123) / 22050
+    resampled = resample(np.sin(2 * np.pi * frequency * seconds), 22050, SAMPLE_RATE)
+    assert len(resampled) == math.ceil(len(seconds) * SAMPLE_RATE / 22050)
+    expected = np.sin(2 * np.pi * frequency * np.arange(len(resampled)) / SAMPLE_RATE)
+    inner = slice(400, -400)  # away from the ends, where the tone starts and stops abruptly
+    np.testing.assert_allclose(resampled[inner], expected[inner], atol=1e-4)
+
+
+def test_resample_removes_what_the_new_rate_cannot_hold():
+    seconds = np.arange(22050) / 22050
+    resampled = resample(np.sin(2 * np.pi * 9000.0 * seconds), 22050, SAMPLE_RATE)
+    assert np.sqrt(np.mean(resampled[400:-400] ** 2)) < 1e-4  # 9 kHz > 8 kHz: no alias
+
+
+def test_resample_upsamples_and_keeps_dc():
+    seconds = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    tone = np.sin(2 * np.pi * 440.0 * seconds)
+    up = resample(tone, SAMPLE_RATE, 44100)
+    expected = np.sin(2 * np.pi * 440.0 * np.arange(len(up)) / 44100)
+    np.testing.assert_allclose(up[1000:-1000], expected[1000:-1000], atol=1e-4)
+    np.testing.assert_allclose(
+        resample(np.ones(5000), 22050, SAMPLE_RATE)[300:-300], 1.0, atol=1e-4
+    )
