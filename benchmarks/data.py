@@ -40,7 +40,8 @@ from rnnt.constants import (
     SPEED_PERTURB_FACTORS,
 )
 from rnnt.data.augment import RandomSpeed
-from rnnt.data.dataset import CutSource, TransducerDataModule
+from rnnt.data.cuts import CutSource
+from rnnt.data.dataset import TransducerDataModule
 from rnnt.data.manifest import write_manifest
 from rnnt.data.tokenizer import train_tokenizer
 

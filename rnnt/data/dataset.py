@@ -4,15 +4,15 @@
 
 * manifests are validated by ``read_manifest`` and each utterance becomes a lhotse cut of its
   audio file (any rate or channel count soundfile reads; resampled to 16 kHz and averaged to
-  mono while loading);
+  mono while loading): ``rnnt.data.cuts``;
 * training cuts are shuffled per epoch and speed-perturbed *before* the sampler, so the
-  sampler's ``max_duration`` counts perturbed durations;
+  sampler's ``max_duration`` counts perturbed durations (``CutSource``, ``rnnt.data.cuts``);
 * ``BucketingSampler`` (lhotse's ``DynamicBucketingSampler`` with a strict bound) groups cuts
   of similar duration (little padding) into batches of at most ``max_batch_duration`` seconds
   *including padding* (batch size x longest cut) and at most ``batch_size`` cuts; under DDP
-  every rank gets a disjoint share and the same number of batches;
-* ``TransducerDataset`` runs in the workers: loads audio, adds background noise (training),
-  tokenizes, pads. Unreadable audio is skipped with a warning and a running count.
+  every rank gets a disjoint share and the same number of batches: ``rnnt.data.sampling``;
+* ``TransducerDataset`` (this module) runs in the workers: loads audio, adds background noise
+  (training), tokenizes, pads. Unreadable audio is skipped with a warning and a running count.
 
 Batches are dicts: ``audio`` (B, S) float32 at 16 kHz, ``audio_lengths`` (B,) int64 samples,
 ``targets`` (B, U) int64 padded with 0, ``target_lengths`` (B,) int64, ``texts`` list of B
@@ -24,34 +24,20 @@ already splits the data by rank, and Lightning would otherwise wrap it a second 
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import logging
-import math
 import multiprocessing
 import os
-import random
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
-import soundfile
 import torch
-from lhotse import CutSet, Recording, SupervisionSegment
-from lhotse.audio import AudioSource
-from lhotse.cut import Cut, MonoCut, MultiCut
-from lhotse.dataset import DynamicBucketingSampler
-from lhotse.dataset.sampling.base import TimeConstraint
+from lhotse import CutSet
+from lhotse.cut import Cut
 from torch.utils.data import DataLoader, Dataset
 
 from rnnt.constants import (
-    AUDIO_DURATION_TOLERANCE_S,
     BATCH_SIZE,
     BG_NOISE_PATH,
-    BUCKET_ESTIMATE_CUTS,
-    BUCKET_MAX_EDGE_RATIO,
     MAX_BATCH_DURATION,
     MAX_UTTERANCE_DURATION,
     MIN_UTTERANCE_DURATION,
@@ -68,291 +54,13 @@ from rnnt.constants import (
     TRAIN_MANIFEST,
     VAL_MANIFEST,
 )
-from rnnt.data.augment import BackgroundNoise, NoiseSource, RandomSpeed, resample
-from rnnt.data.manifest import ManifestError, Utterance, read_manifest
-from rnnt.data.tokenizer import Tokenizer, normalize_text
+from rnnt.data.augment import BackgroundNoise, NoiseSource, RandomSpeed
+from rnnt.data.cuts import AudioRecord, CutSource, load_audio_records, load_mono
+from rnnt.data.manifest import ManifestError
+from rnnt.data.sampling import BucketingSampler
+from rnnt.data.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
-
-# Perturbed durations are computed through sample counts: allow for their rounding.
-LONGEST_MARGIN = 1e-3
-
-
-@dataclass(frozen=True)
-class AudioRecord:
-    """One utterance with what its audio file's header says (no audio is read).
-
-    ``sample_rate`` Hz, ``num_frames`` and ``num_channels`` are the file's; ``offset`` and
-    ``duration`` (seconds) locate the utterance in it; ``text`` is normalised.
-    """
-
-    id: str
-    path: str
-    sample_rate: int
-    num_frames: int
-    num_channels: int
-    offset: float
-    duration: float
-    text: str
-
-    def to_cut(self) -> Cut:
-        """A lhotse cut of this utterance, at the file's own sample rate and channels.
-
-        ``TransducerDataset`` resamples to 16 kHz and averages the channels after loading
-        (lhotse 1.33's own ``Resample`` transform needs torchaudio or scipy; we need neither).
-        """
-        recording = Recording(
-            id=self.path,
-            sources=[
-                AudioSource(type="file", channels=list(range(self.num_channels)), source=self.path)
-            ],
-            sampling_rate=self.sample_rate,
-            num_samples=self.num_frames,
-            duration=self.num_frames / self.sample_rate,
-        )
-        channel = 0 if self.num_channels == 1 else list(range(self.num_channels))
-        supervision = SupervisionSegment(
-            id=self.id,
-            recording_id=recording.id,
-            start=0.0,
-            duration=self.duration,
-            channel=channel,
-            text=self.text,
-        )
-        cut_type = MonoCut if self.num_channels == 1 else MultiCut
-        return cut_type(
-            id=self.id,
-            start=self.offset,
-            duration=self.duration,
-            channel=channel,
-            recording=recording,
-            supervisions=[supervision],
-        )
-
-
-def load_audio_records(
-    manifest: str | os.PathLike,
-    *,
-    min_duration: float | None = None,
-    max_duration: float | None = None,
-    skip_invalid: bool = False,
-) -> list[AudioRecord]:
-    """Validate a manifest and read the header of each audio file it names.
-
-    Lines that ``read_manifest`` rejects, transcripts with no letter or digit after
-    ``normalize_text``, unreadable audio headers and offsets/durations beyond the end of the
-    file are errors naming ``file:line`` (or, with ``skip_invalid``, skipped and counted in
-    one warning). A duration overrunning the file by at most ``AUDIO_DURATION_TOLERANCE_S``
-    is clamped to the file's end.
-    """
-    utterances = read_manifest(
-        manifest,
-        min_duration=min_duration,
-        max_duration=max_duration,
-        skip_invalid=skip_invalid,
-    )
-    headers: dict[str, tuple[int, int, int] | str] = {}
-    records: list[AudioRecord] = []
-    skipped: list[str] = []
-    name = Path(manifest).name
-    for utterance in utterances:
-        try:
-            if utterance.audio_filepath not in headers:
-                headers[utterance.audio_filepath] = _read_header(utterance.audio_filepath)
-            header = headers[utterance.audio_filepath]
-            if isinstance(header, str):
-                raise ValueError(header)
-            rate, frames, channels = header
-            records.append(
-                _make_record(utterance, f"{name}:{utterance.line}", rate, frames, channels)
-            )
-        except ValueError as error:
-            if not skip_invalid:
-                raise ManifestError(manifest, utterance.line, str(error)) from None
-            skipped.append(f"{manifest}:{utterance.line}: {error}")
-    if skipped:
-        logger.warning(
-            "%s: skipped %d utterances whose audio or transcript is unusable; first: %s",
-            manifest,
-            len(skipped),
-            " | ".join(skipped[:5]),
-        )
-    return records
-
-
-def _read_header(path: str) -> tuple[int, int, int] | str:
-    try:
-        info = soundfile.info(path)
-    except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
-        return f"cannot read audio file {path}: {error}"
-    if info.frames <= 0 or info.samplerate <= 0:
-        return f"audio file {path} is empty"
-    return int(info.samplerate), int(info.frames), int(info.channels)
-
-
-def _make_record(
-    utterance: Utterance, record_id: str, rate: int, frames: int, channels: int
-) -> AudioRecord:
-    text = normalize_text(utterance.text)
-    if not text:
-        raise ValueError(f"transcript {utterance.text!r} has no letter or digit to train on")
-    file_duration = frames / rate
-    available = file_duration - utterance.offset
-    if available <= 0:
-        raise ValueError(
-            f"offset {utterance.offset:g} s is past the end of {utterance.audio_filepath} "
-            f"({file_duration:g} s)"
-        )
-    duration = utterance.duration
-    if duration > available:
-        if duration > available + AUDIO_DURATION_TOLERANCE_S:
-            raise ValueError(
-                f"duration {duration:g} s from offset {utterance.offset:g} s overruns "
-                f"{utterance.audio_filepath} ({file_duration:g} s); fix 'duration'"
-            )
-        duration = available
-    return AudioRecord(
-        id=record_id,
-        path=utterance.audio_filepath,
-        sample_rate=rate,
-        num_frames=frames,
-        num_channels=channels,
-        offset=utterance.offset,
-        duration=duration,
-        text=text,
-    )
-
-
-class CutSource:
-    """Lazily yields the cuts of ``records``: shuffled and speed-perturbed per epoch if asked.
-
-    The order and speed factors depend only on (seed, epoch), so every DDP rank iterates the
-    same cuts with the same durations, which the lhotse sampler needs to split them.
-    """
-
-    def __init__(
-        self,
-        records: list[AudioRecord],
-        *,
-        shuffle: bool = False,
-        speed: RandomSpeed | None = None,
-        seed: int = SEED,
-    ) -> None:
-        self.records = records
-        self.shuffle = shuffle
-        self.speed = speed
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        if self.speed is not None:
-            self.speed.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def longest_duration(self) -> float:
-        """Seconds: an upper bound on any cut's duration, speed perturbation included."""
-        slowest = min(self.speed.factors, default=1.0) if self.speed is not None else 1.0
-        return max(record.duration for record in self.records) / min(slowest, 1.0)
-
-    def __iter__(self):
-        order = range(len(self.records))
-        if self.shuffle:
-            order = list(order)
-            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
-        for index in order:
-            cut = self.records[index].to_cut()
-            yield self.speed(cut) if self.speed is not None else cut
-
-
-@dataclass
-class PaddedDurationConstraint(TimeConstraint):
-    """Bounds batch size x the longest duration the batch's bucket can hold by ``max_duration``.
-
-    lhotse's ``TimeConstraint`` bounds batch size x the longest cut *seen so far*, so the cut
-    that closes a batch can push its padded size over the limit (by up to half of it with wide
-    buckets: an out-of-memory error hours into a run). All cuts of a batch come from one
-    bucket, whose upper edge is known; bounding with it makes ``B x longest <= max_duration``
-    hold for every batch (except a single cut that is longer than the limit on its own).
-
-    ``bucket_edges[i]`` is the longest duration (seconds) bucket ``i`` can hold: the sampler's
-    ``duration_bins`` followed by the longest cut of the data.
-    """
-
-    bucket_edges: list[float] = field(default_factory=list)
-
-    def close_to_exceeding(self) -> bool:
-        if self.max_cuts is not None and self.num_cuts >= self.max_cuts:
-            return True
-        if self.max_duration is None or not self.bucket_edges:
-            return super().close_to_exceeding()
-        index = min(
-            bisect.bisect_left(self.bucket_edges, self.longest_seen), len(self.bucket_edges) - 1
-        )
-        longest_possible = max(self.bucket_edges[index], self.longest_seen)
-        return (self.num_cuts + 1) * longest_possible > self.max_duration
-
-
-def duration_bins(
-    durations: Sequence[float],
-    num_buckets: int,
-    longest: float,
-    max_edge_ratio: float = BUCKET_MAX_EDGE_RATIO,
-) -> list[float]:
-    """Bucket edges (seconds, ascending) for ``DynamicBucketingSampler(duration_bins=...)``.
-
-    lhotse's estimate (buckets of equal total duration) from a sample of ``durations``; the
-    last bucket, which reaches up to ``longest`` and so may hold a long tail, is split
-    geometrically until its edges differ by at most ``max_edge_ratio``, so that bounding a
-    batch by its bucket's upper edge wastes little.
-    """
-    bins: list[float] = []
-    per_bucket = sum(durations) / max(num_buckets, 1)
-    total = 0.0
-    for duration in sorted(durations):  # lhotse's estimate: equal total duration per bucket
-        if total > per_bucket and len(bins) < num_buckets - 1:
-            bins.append(duration)
-            total = 0.0
-        total += duration
-    bins = sorted(edge for edge in set(bins) if edge < longest)
-    low = bins[-1] if bins else min(durations)
-    if longest > low > 0:
-        pieces = math.ceil(math.log(longest / low) / math.log(max_edge_ratio) - 1e-9)
-        bins += [low * (longest / low) ** (j / pieces) for j in range(1, pieces)]
-    return bins
-
-
-class BucketingSampler(DynamicBucketingSampler):
-    """``DynamicBucketingSampler`` over a ``CutSource`` with a strict padded-duration bound.
-
-    ``set_epoch`` also reaches the source (new order and speed factors each epoch). Batches
-    hold at most ``max_cuts`` cuts and at most ``max_duration`` seconds of padded audio
-    (batch size x longest cut); ``None`` turns a bound off.
-    """
-
-    def __init__(
-        self,
-        source: CutSource,
-        *,
-        max_duration: float | None,
-        max_cuts: int | None,
-        num_buckets: int,
-        **kwargs,
-    ) -> None:
-        self.source = source
-        sample = [cut.duration for cut in itertools.islice(source, BUCKET_ESTIMATE_CUTS)]
-        longest = source.longest_duration() * (1 + LONGEST_MARGIN)
-        bins = duration_bins(sample, num_buckets, longest)
-        constraint = PaddedDurationConstraint(
-            max_duration=max_duration, max_cuts=max_cuts, bucket_edges=[*bins, longest]
-        )
-        super().__init__(CutSet(source), constraint=constraint, duration_bins=bins, **kwargs)
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        self.source.set_epoch(epoch)
 
 
 class TransducerDataset(Dataset):
@@ -397,7 +105,7 @@ class TransducerDataset(Dataset):
         waveforms, token_ids, texts, ids = [], [], [], []
         for cut in cuts:
             try:
-                waveform = _load_mono(cut)
+                waveform = load_mono(cut)
             except Exception as error:  # any decoder failure: one bad file must not stop a run
                 self._count_skip(cut, error)
                 continue
@@ -446,27 +154,6 @@ class TransducerDataset(Dataset):
         if multiprocessing.context.get_spawning_popen() is None:
             state["_skipped"] = None
         return state
-
-
-def _load_mono(cut: Cut) -> torch.Tensor:
-    """(S,) float32 audio of a cut at ``SAMPLE_RATE``: channels averaged, resampled.
-
-    S = round(cut.duration * SAMPLE_RATE), the length the sampler budgeted for.
-    """
-    samples = cut.load_audio()
-    if samples is None:
-        raise ValueError("cut has no audio")
-    waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
-    waveform = waveform.mean(dim=0) if waveform.dim() == 2 else waveform
-    waveform = resample(waveform, cut.sampling_rate, SAMPLE_RATE)
-    num_samples = round(cut.duration * SAMPLE_RATE)
-    if waveform.numel() != num_samples:  # resampling rounds by a sample or two
-        waveform = torch.nn.functional.pad(
-            waveform[:num_samples], (0, max(0, num_samples - waveform.numel()))
-        )
-    if waveform.numel() == 0 or not torch.isfinite(waveform).all():
-        raise ValueError("audio is empty or has non-finite samples")
-    return waveform
 
 
 def _first_line(error: Exception) -> str:
