@@ -60,7 +60,9 @@ LOSS_CHUNK_SIZE = 4096
 LOSS_REDUCTION = "mean"  # mean over utterances
 
 # --- data --------------------------------------------------------------------------------------
-MAX_BATCH_DURATION = 240.0  # seconds of audio per batch (duration bucketing); None = fixed BATCH_SIZE
+MAX_BATCH_DURATION = (
+    240.0  # seconds of audio per batch (duration bucketing); None = fixed BATCH_SIZE
+)
 NUM_BUCKETS = 20  # duration buckets of the sampler
 MIN_UTTERANCE_DURATION = 0.1  # seconds; shorter utterances are skipped
 MAX_UTTERANCE_DURATION = 30.0  # seconds; longer utterances are skipped
@@ -69,11 +71,15 @@ NOISE_PROBABILITY = 0.5  # chance that an utterance gets background noise (train
 NOISE_SNR_RANGE_DB = [5.0, 30.0]  # signal-to-noise ratio range, dB, drawn uniformly
 SEED = 1234
 MANIFEST_SKIP_EXAMPLES = 5  # skipped manifest lines quoted ("file:line: why") in the log message
-AUDIO_DURATION_TOLERANCE_S = 0.1  # a manifest duration may overrun its audio file by this much (clamped)
+AUDIO_DURATION_TOLERANCE_S = (
+    0.1  # a manifest duration may overrun its audio file by this much (clamped)
+)
 SAMPLER_BUFFER_SIZE = 20_000  # cuts held by the bucketing sampler (shuffle and bucket quality)
 BUCKET_MAX_EDGE_RATIO = 1.1  # a duration bucket's longest cut is at most this times its shortest
 BUCKET_ESTIMATE_CUTS = 10_000  # cuts read to place the duration bucket edges
-NOISE_CACHE_FILES = 32  # noise files shorter than a segment are kept decoded, per worker, at most this many
+NOISE_CACHE_FILES = (
+    32  # noise files shorter than a segment are kept decoded, per worker, at most this many
+)
 
 # --- optimisation ------------------------------------------------------------------------------
 LEARNING_RATE = 1e-3  # peak learning rate
@@ -115,12 +121,25 @@ DEMO_WORD_GAP_RANGE = (0, 2)  # extra pause between words, units of 10 ms
 DEMO_SILENCE_MARGIN_S = (0.05, 0.3)  # leading/trailing silence kept after trimming, seconds
 DEMO_TRIM_THRESHOLD_DB = -45.0  # samples below this, relative to the peak, count as silence
 DEMO_PEAK_DBFS_RANGE = (-12.0, -1.0)  # random peak level of each utterance, dB full scale
-DEMO_NOISE_KINDS = ["white", "pink", "brown", "hum50", "hum60", "fan", "babble", "babble", "babble", "cafe"]
+DEMO_NOISE_KINDS = [
+    "white",
+    "pink",
+    "brown",
+    "hum50",
+    "hum60",
+    "fan",
+    "babble",
+    "babble",
+    "babble",
+    "cafe",
+]
 DEMO_NOISE_SECONDS_RANGE = (10.0, 30.0)  # length of each noise file, seconds
 DEMO_NOISE_PEAK_DBFS = -3.0
 DEMO_BABBLE_TALKERS = 6  # overlapped synthesized talkers in a babble noise file
 DEMO_BABBLE_LOOP_S = 6.0  # seconds of speech synthesized per babble talker, looped to length
-RESAMPLE_ROLLOFF = 0.94  # resampler: the low-pass taper starts at this fraction of the lower Nyquist
+RESAMPLE_ROLLOFF = (
+    0.94  # resampler: the low-pass taper starts at this fraction of the lower Nyquist
+)
 DEMO_VOCAB_SIZE = 128
 DEMO_PRESET = "tiny"
 DEMO_RUN_NAME = "demo"

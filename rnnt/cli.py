@@ -1,0 +1,237 @@
+"""The ``rnnt`` command.
+
+``rnnt fit | validate | test`` are LightningCLI subcommands (YAML configs, ``--print_config``,
+``--ckpt_path``); the others are small tools around them:
+
+    rnnt demo-data --out DIR        synthesize the demo corpus
+    rnnt tokenizer --manifest M ... train a SentencePiece model
+    rnnt demo --out DIR             the whole demo: corpus, tokenizer, training, test WER
+    rnnt transcribe --checkpoint C  transcribe audio files or a manifest
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rnnt import constants as C
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def default_precision() -> str:
+    """bf16 mixed precision where the GPU supports it, float32 elsewhere (CPU bf16 is slow)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return C.PRECISION_GPU
+    return C.PRECISION_CPU
+
+
+def trainer_defaults(root_dir: str = C.LOG_DIR, run_name: str = C.RUN_NAME) -> dict[str, Any]:
+    """Trainer settings of every run: checkpoints, TensorBoard, clipping, precision.
+
+    A run lives in ``root_dir/run_name``: TensorBoard events there, checkpoints in its
+    ``checkpoints/`` folder (see ``checkpoint_defaults``). A resumed run writes to the same
+    folder, so ``--ckpt_path last`` finds its checkpoint and TensorBoard continues its curves.
+    """
+    return {
+        "default_root_dir": root_dir,
+        "max_epochs": C.MAX_EPOCHS,
+        "precision": default_precision(),
+        "gradient_clip_val": C.GRADIENT_CLIP_VAL,
+        # lhotse's samplers split the data across ranks themselves.
+        "use_distributed_sampler": False,
+        "logger": {
+            "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+            "init_args": {"save_dir": root_dir, "name": run_name, "version": ""},
+        },
+    }
+
+
+def checkpoint_defaults() -> dict[str, Any]:
+    """``ModelCheckpoint`` settings (``--checkpoint.*``): ``rnnt-{epoch:02d}-{val_loss:.2f}.ckpt``
+    for the best ``SAVE_TOP_K`` by validation loss, and ``last.ckpt``."""
+    return {
+        "monitor": "val_loss",
+        "mode": "min",
+        "filename": C.CHECKPOINT_FILENAME,
+        "auto_insert_metric_name": False,
+        "save_top_k": C.SAVE_TOP_K,
+        "save_last": True,
+    }
+
+
+def make_cli(
+    args: Sequence[str] | dict[str, Any],
+    run: bool = True,
+    root_dir: str = C.LOG_DIR,
+    run_name: str = C.RUN_NAME,
+):
+    """A LightningCLI over ``TransducerModule`` and ``TransducerDataModule``.
+
+    ``args`` is a command line (``["fit", "--config", "x.yaml"]``) when ``run`` is true, or a
+    config dictionary (``{"model": {...}, "data": {...}, "trainer": {...}}``) when it is false.
+    """
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.cli import LightningCLI
+
+    from rnnt.data.dataset import TransducerDataModule
+    from rnnt.train import TransducerModule
+
+    class TransducerCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            # One tokenizer for data and model: set it once, as --data.tokenizer_path.
+            parser.link_arguments("data.tokenizer_path", "model.tokenizer_path")
+            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.set_defaults({f"checkpoint.{k}": v for k, v in checkpoint_defaults().items()})
+
+    # LightningCLI warns when `args` and sys.argv are both given; here `args` is deliberate.
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+    defaults = trainer_defaults(root_dir, run_name)
+    defaults["callbacks"] = [LearningRateMonitor(logging_interval="step")]
+    return TransducerCLI(
+        TransducerModule,
+        TransducerDataModule,
+        trainer_defaults=defaults,
+        save_config_kwargs={"overwrite": True},
+        args=args if isinstance(args, dict) else list(args),
+        run=run,
+    )
+
+
+# --- the other subcommands ---------------------------------------------------------------------
+def _demo_data(options: argparse.Namespace) -> None:
+    from rnnt.data.synth import synthesize_demo_corpus
+
+    paths = synthesize_demo_corpus(
+        options.out,
+        train_hours=options.train_hours,
+        val_utterances=options.val_utterances,
+        test_utterances=options.test_utterances,
+        seed=options.seed,
+        num_workers=options.workers,
+    )
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+
+
+def _tokenizer(options: argparse.Namespace) -> None:
+    from rnnt.data.tokenizer import train_tokenizer
+
+    path = train_tokenizer(options.manifest, options.out, options.vocab_size, options.model_type)
+    print(f"tokenizer: {path}")
+
+
+def _transcribe(options: argparse.Namespace) -> None:
+    import torch
+
+    from rnnt.checkpoint import load_checkpoint
+    from rnnt.transcribe import AudioItem, format_result, transcribe, transcribe_manifest
+
+    if bool(options.audio) == bool(options.manifest):
+        raise SystemExit("rnnt transcribe: give audio files or --manifest IN.jsonl, not both")
+    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_checkpoint(options.checkpoint, map_location=device)
+    if options.manifest:
+        if not options.output:
+            raise SystemExit("rnnt transcribe: --manifest needs --output OUT.jsonl")
+        result = transcribe_manifest(
+            model, tokenizer, options.manifest, options.output, options.batch_seconds
+        )
+        print(f"wrote {options.output}: {format_result(result)}")
+        return
+    texts, _ = transcribe(
+        model, tokenizer, [AudioItem(p) for p in options.audio], options.batch_seconds
+    )
+    for path, text in zip(options.audio, texts, strict=True):
+        print(f"{path}\t{text}")
+
+
+def _demo(options: argparse.Namespace) -> None:
+    from rnnt.demo import run_demo
+
+    run_demo(
+        options.out,
+        train_hours=options.train_hours,
+        max_epochs=options.max_epochs,
+        max_minutes=options.max_minutes,
+        preset=options.preset,
+        num_workers=options.workers,
+        seed=options.seed,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnnt",
+        description="RNN-Transducer speech recognition on PyTorch Lightning. "
+        "Training subcommands: rnnt fit|validate|test --help (LightningCLI).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo_data = commands.add_parser("demo-data", help="synthesize the demo corpus with eSpeak NG")
+    demo_data.add_argument("--out", required=True, type=Path, help="output folder")
+    demo_data.add_argument("--train-hours", type=float, default=C.DEMO_TRAIN_HOURS)
+    demo_data.add_argument("--val-utterances", type=int, default=C.DEMO_VAL_UTTERANCES)
+    demo_data.add_argument("--test-utterances", type=int, default=C.DEMO_TEST_UTTERANCES)
+    demo_data.add_argument("--seed", type=int, default=C.SEED)
+    demo_data.add_argument(
+        "--workers", type=int, default=None, help="processes (default: all cores)"
+    )
+    demo_data.set_defaults(run=_demo_data)
+
+    tokenizer = commands.add_parser("tokenizer", help="train a SentencePiece tokenizer")
+    tokenizer.add_argument(
+        "--manifest", required=True, action="append", help="training manifest (repeatable)"
+    )
+    tokenizer.add_argument(
+        "--out", required=True, type=Path, help="model file, e.g. tokenizer.model"
+    )
+    tokenizer.add_argument("--vocab-size", type=int, default=C.VOCAB_SIZE)
+    tokenizer.add_argument("--model-type", choices=["unigram", "bpe"], default=C.TOKENIZER_TYPE)
+    tokenizer.set_defaults(run=_tokenizer)
+
+    demo = commands.add_parser(
+        "demo", help="synthesize the demo corpus, train a tokenizer and a tiny model, test it"
+    )
+    demo.add_argument("--out", required=True, type=Path, help="folder for corpus, runs, summary")
+    demo.add_argument("--train-hours", type=float, default=C.DEMO_TRAIN_HOURS)
+    demo.add_argument("--max-epochs", type=int, default=C.DEMO_MAX_EPOCHS)
+    demo.add_argument(
+        "--max-minutes", type=float, default=C.DEMO_MAX_TRAIN_MINUTES, help="training time cap"
+    )
+    demo.add_argument("--preset", default=C.DEMO_PRESET)
+    demo.add_argument("--workers", type=int, default=C.DEMO_NUM_WORKERS, help="data-loader workers")
+    demo.add_argument("--seed", type=int, default=C.SEED)
+    demo.set_defaults(run=_demo)
+
+    transcribe = commands.add_parser("transcribe", help="transcribe audio files or a manifest")
+    transcribe.add_argument("--checkpoint", required=True, type=Path)
+    transcribe.add_argument("audio", nargs="*", help="audio files; prints path<TAB>text")
+    transcribe.add_argument("--manifest", type=Path, help="input manifest (JSON lines)")
+    transcribe.add_argument("--output", type=Path, help="output manifest with pred_text added")
+    transcribe.add_argument("--batch-seconds", type=float, default=C.TRANSCRIBE_BATCH_SECONDS)
+    transcribe.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best)")
+    transcribe.set_defaults(run=_transcribe)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``rnnt`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
+        make_cli(argv)
+        return
+    options = _parser().parse_args(argv)
+    options.run(options)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""``rnnt demo``: from nothing to a tested model on one machine, with no download.
+
+1. synthesize the demo corpus (eSpeak NG, see ``rnnt/data/synth.py``) into ``OUT/data``;
+2. train a SentencePiece tokenizer on its training split;
+3. train the ``tiny`` Conformer-Transducer with the same LightningCLI configuration machinery
+   as ``rnnt fit`` (so ``configs/demo.yaml`` reproduces it), capped in wall time;
+4. test the best checkpoint on the test split (unseen sentences and voices);
+5. write ``OUT/summary.json``.
+
+Each step reuses what an earlier, interrupted demo left in ``OUT``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rnnt import constants as C
+
+
+def _days_hours_minutes_seconds(minutes: float) -> str:
+    # Lightning's max_time as "DD:HH:MM:SS"
+    seconds = round(minutes * 60)
+    return f"{seconds // 86400:02d}:{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def demo_config(
+    data_dir: str | Path,
+    preset: str = C.DEMO_PRESET,
+    max_epochs: int = C.DEMO_MAX_EPOCHS,
+    max_minutes: float | None = C.DEMO_MAX_TRAIN_MINUTES,
+    num_workers: int = C.DEMO_NUM_WORKERS,
+    seed: int = C.SEED,
+) -> dict[str, Any]:
+    """The demo's LightningCLI config: what ``configs/demo.yaml`` spells out for ``rnnt fit``."""
+    data_dir = Path(data_dir)
+    trainer: dict[str, Any] = {"max_epochs": max_epochs}
+    if max_minutes:
+        trainer["max_time"] = _days_hours_minutes_seconds(max_minutes)
+    return {
+        "seed_everything": seed,
+        "trainer": trainer,
+        "model": {
+            "preset": preset,
+            "learning_rate": C.DEMO_LEARNING_RATE,
+            "warmup_steps": C.DEMO_WARMUP_STEPS,
+        },
+        "data": {
+            "train_manifest": str(data_dir / "train.jsonl"),
+            "val_manifest": str(data_dir / "val.jsonl"),
+            "test_manifest": str(data_dir / "test.jsonl"),
+            "tokenizer_path": str(data_dir / "tokenizer.model"),
+            "noise_path": str(data_dir / "noise"),
+            "max_batch_duration": C.DEMO_MAX_BATCH_DURATION,
+            "num_workers": num_workers,
+            "seed": seed,
+        },
+    }
+
+
+def prepare_demo_data(data_dir: Path, train_hours: float, seed: int) -> Path:
+    """Synthesize the corpus and train the tokenizer unless they are there; the tokenizer path."""
+    from rnnt.data.synth import synthesize_demo_corpus
+    from rnnt.data.tokenizer import train_tokenizer
+
+    if not all((data_dir / f"{split}.jsonl").is_file() for split in ("train", "val", "test")):
+        synthesize_demo_corpus(data_dir, train_hours=train_hours, seed=seed)
+    tokenizer_path = data_dir / "tokenizer.model"
+    if not tokenizer_path.is_file():
+        train_tokenizer([data_dir / "train.jsonl"], tokenizer_path, C.DEMO_VOCAB_SIZE)
+    return tokenizer_path
+
+
+def run_demo(
+    out: str | Path,
+    train_hours: float = C.DEMO_TRAIN_HOURS,
+    max_epochs: int = C.DEMO_MAX_EPOCHS,
+    max_minutes: float | None = C.DEMO_MAX_TRAIN_MINUTES,
+    preset: str = C.DEMO_PRESET,
+    num_workers: int = C.DEMO_NUM_WORKERS,
+    seed: int = C.SEED,
+) -> dict[str, Any]:
+    """Run the whole demo in ``out``; returns (and writes to ``out/summary.json``) its figures."""
+    from rnnt.cli import make_cli
+
+    out = Path(out)
+    data_dir = out / "data"
+    started = time.perf_counter()
+    print(f"[1/3] demo corpus and tokenizer in {data_dir}", flush=True)
+    prepare_demo_data(data_dir, train_hours, seed)
+    data_seconds = time.perf_counter() - started
+
+    print(f"[2/3] training the {preset} model (at most {max_minutes} minutes)", flush=True)
+    config = demo_config(data_dir, preset, max_epochs, max_minutes, num_workers, seed)
+    cli = make_cli(config, run=False, root_dir=str(out / "runs"), run_name=C.DEMO_RUN_NAME)
+    trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
+    train_started = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule)
+    train_seconds = time.perf_counter() - train_started
+    best = trainer.checkpoint_callback.best_model_path
+    val_wer = trainer.callback_metrics.get("val_wer")
+
+    print(f"[3/3] testing {best} on the test split (unseen sentences and voices)", flush=True)
+    results = trainer.test(model, datamodule=datamodule, ckpt_path=best or "last")
+    test = results[0] if results else {}
+    summary = {
+        "test_wer": test.get("test_wer"),
+        "test_loss": test.get("test_loss"),
+        "val_wer": None if val_wer is None else float(val_wer),
+        "train_seconds": round(train_seconds, 1),
+        "data_seconds": round(data_seconds, 1),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "preset": preset,
+        "parameters": model.model.num_parameters(),
+        "best_checkpoint": best,
+        "last_checkpoint": str(Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"),
+        "tensorboard": trainer.logger.log_dir,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    wer = summary["test_wer"]
+    print(
+        f"\ndemo done in {summary['total_seconds'] / 60:.1f} min: test WER "
+        f"{'n/a' if wer is None else f'{100 * wer:.2f}%'} after {summary['epochs']} epochs "
+        f"({summary['train_seconds'] / 60:.1f} min of training)\n"
+        f"  best checkpoint: {best}\n"
+        f"  TensorBoard:     tensorboard --logdir {trainer.logger.log_dir}\n"
+        f"  transcribe:      rnnt transcribe --checkpoint {best} AUDIO.wav\n"
+        f"  summary:         {out / 'summary.json'}",
+        flush=True,
+    )
+    return summary

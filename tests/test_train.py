@@ -1,0 +1,200 @@
+"""Training end to end on a tiny synthesized corpus: resume after SIGKILL, bf16, checkpoints."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import yaml
+
+from rnnt.checkpoint import load_checkpoint
+from rnnt.cli import make_cli
+from tests.tiny import tiny_fit_config
+
+REPO = Path(__file__).resolve().parents[1]
+PROCESS_TIMEOUT_S = 240
+
+
+def _rnnt(*args: str, cwd: Path | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "rnnt", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _finish(process: subprocess.Popen) -> str:
+    output, _ = process.communicate(timeout=PROCESS_TIMEOUT_S)
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def _adam_steps(checkpoint: dict) -> set[int]:
+    states = checkpoint["optimizer_states"][0]["state"].values()
+    return {int(state["step"]) for state in states}
+
+
+def test_sigkill_then_resume_continues_global_step_and_optimizer(tiny_corpus, tmp_path):
+    config_path = tmp_path / "fit.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_fit_config(tiny_corpus, tmp_path)))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+    process = _rnnt("fit", "--config", str(config_path))
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    while not last.exists():
+        assert process.poll() is None, process.stdout.read()[-4000:]
+        assert time.monotonic() < deadline, "no checkpoint was written in time"
+        time.sleep(0.2)
+    # Checkpoints are written to a temporary file and renamed: once it exists it is whole.
+    before = torch.load(last, map_location="cpu", weights_only=True)
+    # Let the run go on past the checkpoint, then kill it without warning.
+    while (
+        torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+        == before["global_step"]
+    ):
+        assert process.poll() is None
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    killed = torch.load(last, map_location="cpu", weights_only=True)
+    step, epoch = killed["global_step"], killed["epoch"]
+    assert step > 0 and _adam_steps(killed) == {step}
+
+    resumed_output = _finish(
+        _rnnt(
+            "fit",
+            "--config",
+            str(config_path),
+            "--ckpt_path",
+            "last",
+            "--trainer.max_epochs",
+            str(epoch + 2),
+        )
+    )
+    assert "Restoring states from the checkpoint" in resumed_output
+    resumed = torch.load(last, map_location="cpu", weights_only=True)
+    assert resumed["epoch"] == epoch + 1
+    assert resumed["global_step"] > step
+    # AdamW's per-parameter step counts went on from the checkpoint rather than from zero.
+    assert _adam_steps(resumed) == {resumed["global_step"]}
+    scheduler_state = resumed["lr_schedulers"][0]
+    assert scheduler_state["last_epoch"] == resumed["global_step"]
+
+
+class _LossRecorder(pl.Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+def _train_losses(corpus: Path, root: Path, precision: str) -> list[float]:
+    config = tiny_fit_config(
+        corpus,
+        root,
+        max_steps=3,
+        precision=precision,
+        limit_val_batches=0,
+    )
+    config["data"]["noise_path"] = None  # same batches for both precisions, nothing random
+    config["data"]["speed_perturb"] = []
+    cli = make_cli(config, run=False, root_dir=str(root))
+    recorder = _LossRecorder()
+    cli.trainer.callbacks.append(recorder)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return recorder.losses
+
+
+def test_bf16_mixed_training_on_cpu_is_finite_and_close_to_float32(tiny_corpus, tmp_path):
+    full = _train_losses(tiny_corpus, tmp_path / "fp32", "32-true")
+    mixed = _train_losses(tiny_corpus, tmp_path / "bf16", "bf16-mixed")
+    assert len(full) == len(mixed) == 3
+    assert all(math.isfinite(loss) for loss in mixed)
+    for loss_32, loss_16 in zip(full, mixed, strict=True):
+        assert loss_16 == pytest.approx(loss_32, rel=0.03)
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tiny_corpus, tmp_path_factory) -> Path:
+    """A checkpoint of two epochs whose tokenizer file no longer exists anywhere."""
+    root = tmp_path_factory.mktemp("trained")
+    tokenizer_copy = root / "tokenizer.model"
+    shutil.copy(tiny_corpus / "tokenizer.model", tokenizer_copy)
+    config = tiny_fit_config(tiny_corpus, root, max_epochs=2)
+    config["data"]["tokenizer_path"] = str(tokenizer_copy)
+    cli = make_cli(config, run=False, root_dir=str(root))
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    tokenizer_copy.unlink()
+    best = Path(cli.trainer.checkpoint_callback.best_model_path)
+    assert best.name.startswith("rnnt-") and best.suffix == ".ckpt"
+    return best
+
+
+def test_checkpoint_names_follow_the_origin_pattern(trained_checkpoint):
+    names = sorted(p.name for p in trained_checkpoint.parent.glob("*.ckpt"))
+    assert "last.ckpt" in names
+    epoch, val_loss = trained_checkpoint.stem.split("-")[1:3]
+    assert len(epoch) == 2 and epoch.isdigit()
+    assert float(val_loss) > 0
+
+
+def test_checkpoint_alone_transcribes_in_a_fresh_process(trained_checkpoint, tiny_corpus, tmp_path):
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(trained_checkpoint, alone / "model.ckpt")
+    audio = sorted((tiny_corpus / "audio").rglob("*.flac"))[:2]
+    for path in audio:
+        shutil.copy(path, alone / path.name)
+    names = [path.name for path in audio]
+
+    output = _finish(_rnnt("transcribe", "--checkpoint", "model.ckpt", *names, cwd=alone))
+    lines = [line for line in output.splitlines() if "\t" in line]
+    assert [line.split("\t")[0] for line in lines] == names
+
+    # The same transcripts as decoding in this process: the checkpoint holds everything.
+    from rnnt.transcribe import AudioItem, transcribe
+
+    model, tokenizer = load_checkpoint(alone / "model.ckpt")
+    expected, _ = transcribe(model, tokenizer, [AudioItem(str(alone / n)) for n in names])
+    assert [line.split("\t", 1)[1] for line in lines] == expected
+
+
+def test_transcribe_manifest_adds_pred_text_and_reports_wer(
+    trained_checkpoint, tiny_corpus, tmp_path
+):
+    output_manifest = tmp_path / "pred.jsonl"
+    output = _finish(
+        _rnnt(
+            "transcribe",
+            "--checkpoint",
+            str(trained_checkpoint),
+            "--manifest",
+            str(tiny_corpus / "test.jsonl"),
+            "--output",
+            str(output_manifest),
+        )
+    )
+    assert "WER" in output and "real-time factor" in output
+    import json
+
+    inputs = [json.loads(line) for line in (tiny_corpus / "test.jsonl").read_text().splitlines()]
+    outputs = [json.loads(line) for line in output_manifest.read_text().splitlines()]
+    assert len(outputs) == len(inputs)
+    for before, after in zip(inputs, outputs, strict=True):
+        assert after["text"] == before["text"]
+        assert isinstance(after["pred_text"], str)
