@@ -189,3 +189,25 @@ def test_time_masks_adapt_to_utterance_length():
     short_cap = int(1.5 * TIME_MASKS_PER_SECOND) * int(150 * TIME_MASK_RATIO)
     assert masked[:, 0].max() <= long_cap and masked[:, 0].float().mean() > 0.2 * long_cap
     assert masked[:, 1].max() <= short_cap
+
+
+def test_feature_normalizer_learns_global_statistics_from_valid_frames_only():
+    from rnnt.models.frontend import FeatureNormalizer
+
+    torch.manual_seed(0)
+    normalizer = FeatureNormalizer(n_mels=4, momentum=0.05)
+    lengths = torch.tensor([50, 30])
+    for _ in range(40):
+        features = torch.randn(2, 50, 4) * torch.tensor([1.0, 2.0, 4.0, 8.0]) - 8.0
+        features[1, 30:] = 1e6  # garbage padding must not leak into the statistics
+        normalizer.train()(features, lengths)
+    assert torch.allclose(normalizer.mean, torch.full((4,), -8.0), atol=0.3)
+    assert torch.allclose(normalizer.var.sqrt(), torch.tensor([1.0, 2.0, 4.0, 8.0]), rtol=0.1)
+
+    frozen = normalizer.mean.clone()
+    features = torch.randn(2, 50, 4) * 3.0 + 5.0
+    output = normalizer.eval()(features, lengths)
+    assert torch.equal(normalizer.mean, frozen)  # eval mode never updates
+    assert torch.all(output[1, 30:] == 0)
+    alone = normalizer(features[1:, :30], lengths[1:])
+    assert torch.allclose(alone[0], output[1, :30])

@@ -15,6 +15,8 @@ from torch import nn
 
 from rnnt.constants import (
     DITHER,
+    FEATURE_NORM_EPS,
+    FEATURE_NORM_MOMENTUM,
     FREQ_MASK_WIDTH,
     FREQ_MASKS,
     HOP_LENGTH_S,
@@ -112,6 +114,48 @@ class LogMelFrontend(nn.Module):
             valid = torch.arange(num_frames, device=audio.device) < feature_lengths.unsqueeze(1)
             features = features.masked_fill(~valid.unsqueeze(-1), 0.0)
         return features, feature_lengths
+
+
+class FeatureNormalizer(nn.Module):
+    """Global mean and variance normalisation of log-mel bins, estimated while training.
+
+    Raw log-mel values sit far from zero (about -8 ± 5 for speech at ordinary levels), which
+    slows the first layers' learning; per-utterance normalisation would need the whole
+    utterance, which streaming does not have. So each bin is normalised with running
+    statistics of the training set (a global CMVN learned online, like a batch norm without
+    affine that never uses batch statistics directly): updated from the valid frames of each
+    training batch, frozen in eval mode, saved with the weights. Being a per-frame affine
+    map, it keeps features padding-invariant and streaming-friendly.
+    """
+
+    def __init__(self, n_mels: int = N_MELS, momentum: float = FEATURE_NORM_MOMENTUM) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("mean", torch.zeros(n_mels))
+        self.register_buffer("var", torch.ones(n_mels))
+        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def _update(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> None:
+        frames = torch.arange(features.size(1), device=features.device)
+        valid = (frames.unsqueeze(0) < feature_lengths.unsqueeze(1)).unsqueeze(-1)
+        count = valid.sum().clamp(min=1)
+        mean = (features * valid).sum(dim=(0, 1)) / count
+        var = (((features - mean) ** 2) * valid).sum(dim=(0, 1)) / count
+        # A cumulative average at first, so early batches are not dominated by the zero init.
+        weight = max(self.momentum, 1.0 / float(self.batches_seen + 1))
+        self.mean.lerp_(mean, weight)
+        self.var.lerp_(var, weight)
+        self.batches_seen += 1
+
+    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> torch.Tensor:
+        """``(B, T, F)`` log-mel frames to normalised frames; 0 stays 0 past each length."""
+        if self.training:
+            self._update(features.float(), feature_lengths)
+        normalised = (features - self.mean) * torch.rsqrt(self.var + FEATURE_NORM_EPS)
+        frames = torch.arange(features.size(1), device=features.device)
+        valid = (frames.unsqueeze(0) < feature_lengths.unsqueeze(1)).unsqueeze(-1)
+        return normalised.masked_fill(~valid, 0.0)
 
 
 class SpecAugment(nn.Module):
