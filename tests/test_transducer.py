@@ -77,8 +77,28 @@ def test_loss_is_the_fused_loss_of_the_parts():
             target_lengths,
             activation=model.joiner.activation,
         )
+        expected = expected + model.config.ctc_weight * model.ctc_loss(
+            encoder_out, encoder_lengths, targets, target_lengths
+        )
     assert loss.dim() == 0 and loss.dtype == torch.float32
     torch.testing.assert_close(loss.detach(), expected)
+
+
+def test_ctc_loss_is_torch_ctc_and_off_when_weight_is_zero():
+    torch.manual_seed(0)
+    model = Transducer(config_from_preset("tiny", 7, **SMALL)).eval()
+    audio, audio_lengths, targets, target_lengths = _batch(7)
+    with torch.no_grad():
+        encoder_out, encoder_lengths = model.encode(audio, audio_lengths)
+        log_probs = model.ctc_head(encoder_out).log_softmax(-1).transpose(0, 1)
+        expected = torch.nn.functional.ctc_loss(
+            log_probs, targets, encoder_lengths, target_lengths, reduction="none"
+        ).mean()
+        torch.testing.assert_close(
+            model.ctc_loss(encoder_out, encoder_lengths, targets, target_lengths), expected
+        )
+    no_ctc = Transducer(config_from_preset("tiny", 7, **SMALL, ctc_weight=0.0))
+    assert no_ctc.ctc_head is None
 
 
 def test_gradients_reach_every_parameter():

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rnnt.constants import (
@@ -33,6 +34,7 @@ from rnnt.constants import (
     BLANK_ID,
     CAUSAL_CONV,
     CONV_KERNEL_SIZE,
+    CTC_WEIGHT,
     DROPOUT,
     JOINER_ACTIVATION,
     LOSS_CHUNK_SIZE,
@@ -45,7 +47,7 @@ from rnnt.decoding import greedy_search
 from rnnt.loss import fused_rnnt_loss
 from rnnt.models.decoder import PredictionNetwork
 from rnnt.models.encoder import ConformerEncoder
-from rnnt.models.frontend import LogMelFrontend, SpecAugment
+from rnnt.models.frontend import FeatureNormalizer, LogMelFrontend, SpecAugment
 from rnnt.models.joiner import Joiner
 
 
@@ -72,6 +74,7 @@ class TransducerConfig:
     joiner_activation: str = JOINER_ACTIVATION
     spec_augment: bool = True
     loss_chunk_size: int = LOSS_CHUNK_SIZE
+    ctc_weight: float = CTC_WEIGHT
     blank_id: int = BLANK_ID
 
     def __post_init__(self) -> None:
@@ -172,6 +175,7 @@ class Transducer(nn.Module):
         super().__init__()
         self.config = config
         self.frontend = LogMelFrontend(n_mels=config.n_mels)
+        self.normalizer = FeatureNormalizer(n_mels=config.n_mels)
         self.spec_augment = SpecAugment() if config.spec_augment else None
         self.encoder = ConformerEncoder(
             n_mels=config.n_mels,
@@ -193,6 +197,12 @@ class Transducer(nn.Module):
             num_layers=config.pred_num_layers,
             dropout=config.dropout,
             blank_id=config.blank_id,
+        )
+        # An auxiliary CTC head on the encoder: it makes the encoder learn acoustics from the
+        # first steps, where the transducer alone first learns a text prior (much faster
+        # convergence on small data); unused at inference.
+        self.ctc_head = (
+            nn.Linear(config.d_model, config.num_classes) if config.ctc_weight > 0 else None
         )
         self.joiner = Joiner(
             encoder_dim=config.d_model,
@@ -220,6 +230,7 @@ class Transducer(nn.Module):
             SpecAugment is applied in training mode only.
         """
         features, feature_lengths = self.frontend(audio, audio_lengths)
+        features = self.normalizer(features, feature_lengths)
         if self.spec_augment is not None:
             features = self.spec_augment(features, feature_lengths)
         return self.encoder(features, feature_lengths)
@@ -231,7 +242,8 @@ class Transducer(nn.Module):
         targets: torch.Tensor,
         target_lengths: torch.Tensor,
     ) -> torch.Tensor:
-        """Mean RNN-T loss over the utterances (float32 scalar, nats per utterance).
+        """Training objective: mean RNN-T loss over utterances, plus ``ctc_weight`` times the
+        auxiliary CTC loss when that is on (float32 scalar, nats per utterance).
 
         Args:
             audio: ``(B, S)`` float waveforms at 16 kHz, padded.
@@ -248,7 +260,7 @@ class Transducer(nn.Module):
         targets = targets.to(encoder_out.device)
         target_lengths = target_lengths.to(encoder_out.device)
         decoder_out = self.decoder(targets, target_lengths)
-        return fused_rnnt_loss(
+        loss = fused_rnnt_loss(
             self.joiner.encoder_proj(encoder_out),
             self.joiner.predictor_proj(decoder_out),
             self.joiner.output.weight,
@@ -260,6 +272,36 @@ class Transducer(nn.Module):
             activation=self.joiner.activation,
             chunk_size=self.config.loss_chunk_size,
         )
+        if self.ctc_head is None:
+            return loss
+        return loss + self.config.ctc_weight * self.ctc_loss(
+            encoder_out, encoder_lengths, targets, target_lengths
+        )
+
+    def ctc_loss(
+        self,
+        encoder_out: torch.Tensor,
+        encoder_lengths: torch.Tensor,
+        targets: torch.Tensor,
+        target_lengths: torch.Tensor,
+    ) -> torch.Tensor:
+        """Mean CTC loss of the auxiliary head over utterances (float32, nats per utterance).
+
+        ``encoder_out (B, T', D)``, ``targets (B, U)``; blank is the transducer's blank.
+        Utterances too short for their targets contribute zero instead of infinity.
+        """
+        with torch.autocast(encoder_out.device.type, enabled=False):
+            log_probs = self.ctc_head(encoder_out.float()).log_softmax(dim=-1)
+            losses = F.ctc_loss(
+                log_probs.transpose(0, 1),
+                targets,
+                encoder_lengths,
+                target_lengths,
+                blank=self.config.blank_id,
+                reduction="none",
+                zero_infinity=True,
+            )
+        return losses.mean()
 
     def transcribe_ids(
         self,
