@@ -46,12 +46,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         pickle.UnpicklingError,
         ValueError,
     ) as error:
-        first_line = (
-            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        )
         raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated, corrupt, not written by PyTorch, "
-            f"or holding objects other than tensors and plain data): {first_line}"
+            f"{path}: not a readable checkpoint: truncated, corrupt, not written by PyTorch, "
+            f"or holding objects other than tensors and plain data ({type(error).__name__})"
         ) from error
     if not isinstance(checkpoint, dict):
         raise CheckpointError(

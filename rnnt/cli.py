@@ -223,14 +223,43 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``rnnt`` command."""
+    """Entry point of the ``rnnt`` command.
+
+    Errors in the user's input (a manifest line, a checkpoint file, an option) are printed as
+    one line naming what is wrong, with exit status 2, not as a traceback.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
-        make_cli(argv)
-        return
-    options = _parser().parse_args(argv)
-    options.run(options)
+    command = argv[0] if argv else "rnnt"
+    try:
+        if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
+            make_cli(argv)
+            return
+        options = _parser().parse_args(argv)
+        options.run(options)
+    except (ValueError, FileNotFoundError, IsADirectoryError, RuntimeError) as error:
+        if not _is_user_error(error):
+            raise
+        print(f"rnnt {command}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _is_user_error(error: BaseException) -> bool:
+    # Our own error types, and the plain ValueError/FileNotFoundError raised by our modules;
+    # anything from deep inside a library keeps its traceback for a bug report.
+    from rnnt.checkpoint import CheckpointError
+    from rnnt.data.manifest import ManifestError
+
+    if isinstance(error, (ManifestError, CheckpointError, FileNotFoundError, IsADirectoryError)):
+        return True
+    if type(error).__name__ == "NonFiniteLossError":
+        return True
+    # A plain ValueError counts when it was raised by our own code (its innermost frame).
+    traceback = error.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    origin = traceback.tb_frame.f_globals.get("__name__", "") if traceback else ""
+    return type(error) is ValueError and origin.startswith("rnnt.")
 
 
 if __name__ == "__main__":
