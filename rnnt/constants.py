@@ -27,6 +27,8 @@ N_MELS = 80  # log-mel bins
 WIN_LENGTH_S = 0.025  # seconds, analysis window
 HOP_LENGTH_S = 0.010  # seconds, frame shift
 DITHER = 0.0  # no dither: features are deterministic
+FEATURE_NORM_MOMENTUM = 0.01  # running mean/variance of log-mel bins (global CMVN learned online)
+FEATURE_NORM_EPS = 1e-5
 MEL_LOW_FREQ_HZ = 20.0  # lowest mel filter edge, Hz (Kaldi / sherpa-onnx default)
 MEL_HIGH_FREQ_HZ = -400.0  # highest mel filter edge, Hz; negative = below Nyquist (sherpa-onnx)
 
@@ -58,6 +60,9 @@ JOINER_ACTIVATION = "tanh"  # tanh | relu | silu
 # flat from 512 to 16384 cells (benchmarks/loss.py); 4096 cells x V=1024 is 16 MB of logits.
 LOSS_CHUNK_SIZE = 4096
 LOSS_REDUCTION = "mean"  # mean over utterances
+CTC_WEIGHT = (
+    0.3  # auxiliary CTC loss on the encoder, added to the transducer loss while training; 0 = off
+)
 
 # --- data --------------------------------------------------------------------------------------
 MAX_BATCH_DURATION = (
@@ -140,12 +145,12 @@ DEMO_BABBLE_LOOP_S = 6.0  # seconds of speech synthesized per babble talker, loo
 RESAMPLE_ROLLOFF = (
     0.94  # resampler: the low-pass taper starts at this fraction of the lower Nyquist
 )
-DEMO_VOCAB_SIZE = 128
+DEMO_VOCAB_SIZE = 40  # near-character units: learned far faster than word pieces on 2 h of speech
 DEMO_PRESET = "tiny"
 DEMO_RUN_NAME = "demo"
 DEMO_MAX_EPOCHS = 40  # an upper bound: DEMO_MAX_TRAIN_MINUTES usually ends training first
 DEMO_MAX_TRAIN_MINUTES = 13.0  # keeps `make demo` within 20 minutes on 2 CPU cores
 DEMO_NUM_WORKERS = 1  # on 2 cores: one core loads audio while the other trains
 DEMO_MAX_BATCH_DURATION = 60.0  # seconds; small batches give more updates on a CPU
-DEMO_LEARNING_RATE = 2e-3
+DEMO_LEARNING_RATE = 3e-3
 DEMO_WARMUP_STEPS = 300
