@@ -222,6 +222,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_to_stderr() -> None:
+    # Our own loggers only: Lightning configures its own, and a root handler would print
+    # each of its lines twice.
+    logger = logging.getLogger("rnnt")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``rnnt`` command.
 
@@ -229,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     one line naming what is wrong, with exit status 2, not as a traceback.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _log_to_stderr()
     command = argv[0] if argv else "rnnt"
     try:
         if argv and argv[0] in LIGHTNING_SUBCOMMANDS:

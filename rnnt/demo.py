@@ -44,6 +44,7 @@ def demo_config(
         "trainer": trainer,
         "model": {
             "preset": preset,
+            "model_overrides": {"spec_augment": C.DEMO_SPEC_AUGMENT},
             "learning_rate": C.DEMO_LEARNING_RATE,
             "warmup_steps": C.DEMO_WARMUP_STEPS,
         },
@@ -53,6 +54,7 @@ def demo_config(
             "test_manifest": str(data_dir / "test.jsonl"),
             "tokenizer_path": str(data_dir / "tokenizer.model"),
             "noise_path": str(data_dir / "noise"),
+            "noise_probability": C.DEMO_NOISE_PROBABILITY,
             "max_batch_duration": C.DEMO_MAX_BATCH_DURATION,
             "num_workers": num_workers,
             "seed": seed,

@@ -27,7 +27,9 @@ def test_configs_demo_yaml_is_what_rnnt_demo_trains_with():
     shipped = _flatten(yaml.safe_load((REPO / "configs" / "demo.yaml").read_text()))
     demo = _flatten(demo_config("data/demo"))
     for key, value in demo.items():
-        assert shipped.get(key) == value, f"configs/demo.yaml {key}: {shipped.get(key)!r} != {value!r}"
+        assert shipped.get(key) == value, (
+            f"configs/demo.yaml {key}: {shipped.get(key)!r} != {value!r}"
+        )
 
 
 @pytest.mark.parametrize("config", ["demo.yaml", "large.yaml"])
@@ -44,7 +46,9 @@ def test_shipped_configs_parse(config, capsys):
 
 def test_bad_manifest_line_is_one_line_error_with_exit_2(tmp_path, capsys):
     manifest = tmp_path / "train.jsonl"
-    manifest.write_text('{"audio_filepath": "a.wav", "duration": 1.0, "text": "hi"}\n{"duration": \n')
+    manifest.write_text(
+        '{"audio_filepath": "a.wav", "duration": 1.0, "text": "hi"}\n{"duration": \n'
+    )
     with pytest.raises(SystemExit) as exit_info:
         main(["tokenizer", "--manifest", str(manifest), "--out", str(tmp_path / "t.model")])
     assert exit_info.value.code == 2
@@ -60,7 +64,10 @@ def test_truncated_and_foreign_checkpoints_are_clear_errors(tmp_path, capsys):
     truncated.write_bytes(truncated.read_bytes()[:300])
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}, "epoch": 3}, foreign)
-    for path, message in [(truncated, "not a readable checkpoint"), (foreign, "not an rnnt-lightning checkpoint")]:
+    for path, message in [
+        (truncated, "not a readable checkpoint"),
+        (foreign, "not an rnnt-lightning checkpoint"),
+    ]:
         with pytest.raises(SystemExit) as exit_info:
             main(["transcribe", "--checkpoint", str(path), "a.wav"])
         assert exit_info.value.code == 2
