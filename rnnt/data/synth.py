@@ -476,7 +476,15 @@ class _Runner:
 
 
 def _bar(progress: bool, split: str, total: int, unit: str = "utt") -> tqdm | None:
-    return tqdm(total=total, desc=f"demo {split}", unit=unit) if progress else None
+    if not progress:
+        return None
+    # Totals in seconds of audio are fractional: show them rounded.
+    return tqdm(
+        total=total,
+        desc=f"demo {split}",
+        unit=unit,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}, {rate_fmt}]",
+    )
 
 
 def _remove_stale(
