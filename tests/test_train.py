@@ -198,3 +198,36 @@ def test_transcribe_manifest_adds_pred_text_and_reports_wer(
     for before, after in zip(inputs, outputs, strict=True):
         assert after["text"] == before["text"]
         assert isinstance(after["pred_text"], str)
+
+
+def test_tensorboard_logs_losses_wer_lr_grad_norm_and_examples(trained_checkpoint):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = trained_checkpoint.parent.parent  # <root>/run, checkpoints/ inside it
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train_loss", "val_loss", "val_wer", "grad_norm"} <= scalars
+    assert any(tag.startswith("lr") for tag in scalars)
+    examples = events.Tensors("val_examples/text_summary")
+    assert examples and b"**ref:**" in examples[-1].tensor_proto.string_val[0]
+
+
+def test_non_finite_losses_skip_steps_then_stop_the_run(tiny_corpus, tmp_path):
+    from rnnt.train import NonFiniteLossError
+
+    config = tiny_fit_config(tiny_corpus, tmp_path, limit_val_batches=0)
+    config["model"]["max_nonfinite_steps"] = 3
+    cli = make_cli(config, run=False, root_dir=str(tmp_path))
+    module = cli.model
+    before = {name: p.detach().clone() for name, p in module.named_parameters()}
+
+    def nan_loss(*args, **kwargs) -> torch.Tensor:
+        return next(module.parameters()).sum() * float("nan")
+
+    module.model.forward = nan_loss
+    with pytest.raises(NonFiniteLossError, match="3 training steps in a row"):
+        cli.trainer.fit(module, datamodule=cli.datamodule)
+    # Lightning still counts the skipped steps, but no gradient reached the weights.
+    for name, parameter in module.named_parameters():
+        assert torch.equal(parameter, before[name]), name
