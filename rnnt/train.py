@@ -136,7 +136,6 @@ class TransducerModule(pl.LightningModule):
         self.log(
             "train_audio_seconds",
             batch["audio_lengths"].sum().float() / SAMPLE_RATE,
-            reduce_fx="sum",
             batch_size=batch_size,
         )
         return loss

@@ -18,6 +18,7 @@ from lhotse import Recording
 from torchmetrics.functional.text import word_error_rate
 
 from rnnt.constants import MAX_SYMBOLS_PER_FRAME, SAMPLE_RATE, TRANSCRIBE_BATCH_SECONDS
+from rnnt.data.cuts import load_mono
 from rnnt.data.manifest import read_manifest, write_manifest
 from rnnt.data.tokenizer import Tokenizer, normalize_text
 from rnnt.decoding import greedy_search
@@ -34,12 +35,11 @@ class AudioItem:
 
 
 def load_audio(item: AudioItem) -> torch.Tensor:
-    """Samples ``(S,)`` float32 in [-1, 1], 16 kHz mono, of one item."""
-    recording = Recording.from_file(item.path)
-    if recording.sampling_rate != SAMPLE_RATE:
-        recording = recording.resample(SAMPLE_RATE)
-    samples = recording.load_audio(offset=item.offset, duration=item.duration)
-    return torch.from_numpy(samples).float().mean(dim=0)
+    """Samples ``(S,)`` float32 in [-1, 1], 16 kHz mono, of one item: the training loader's way."""
+    cut = Recording.from_file(item.path).to_cut()
+    if item.offset or item.duration is not None:
+        cut = cut.truncate(offset=item.offset, duration=item.duration)
+    return load_mono(cut)
 
 
 def _batches(durations: Sequence[float], batch_seconds: float) -> list[list[int]]:

@@ -1,0 +1,44 @@
+"""Audio loading and batching of `rnnt transcribe`."""
+
+from __future__ import annotations
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from rnnt.constants import SAMPLE_RATE
+from rnnt.transcribe import AudioItem, _batches, load_audio
+
+
+def _tone(rate: int, seconds: float, hz: float = 440.0) -> np.ndarray:
+    time = np.arange(round(rate * seconds)) / rate
+    return (0.3 * np.sin(2 * np.pi * hz * time)).astype(np.float32)
+
+
+def test_any_rate_and_channel_count_becomes_16_khz_mono(tmp_path):
+    reference = torch.from_numpy(_tone(SAMPLE_RATE, 1.5))
+    for rate, channels in [(8000, 1), (44_100, 2), (22_050, 1), (SAMPLE_RATE, 2)]:
+        path = tmp_path / f"tone_{rate}_{channels}.wav"
+        tone = _tone(rate, 1.5)
+        sf.write(path, np.stack([tone] * channels, axis=1) if channels > 1 else tone, rate)
+        audio = load_audio(AudioItem(str(path)))
+        assert audio.dtype == torch.float32 and audio.dim() == 1
+        assert audio.numel() == reference.numel()
+        # Away from the edges the resampled tone is the 16 kHz tone itself.
+        middle = slice(800, -800)
+        assert torch.allclose(audio[middle], reference[middle], atol=0.02), (rate, channels)
+
+
+def test_offset_and_duration_select_a_stretch(tmp_path):
+    path = tmp_path / "long.flac"
+    sf.write(path, _tone(8000, 3.0), 8000)
+    audio = load_audio(AudioItem(str(path), offset=1.0, duration=0.5))
+    assert audio.numel() == SAMPLE_RATE // 2
+
+
+def test_batches_cover_every_item_once_within_the_budget():
+    durations = [3.0, 0.5, 7.0, 2.0, 2.0, 6.5, 1.0]
+    batches = _batches(durations, batch_seconds=10.0)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(durations)))
+    for batch in batches:
+        assert max(durations[i] for i in batch) * len(batch) <= 10.0 or len(batch) == 1
