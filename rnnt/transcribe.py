@@ -7,7 +7,6 @@ so padding (and wasted compute) stays small.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -117,17 +116,10 @@ def transcribe_manifest(
     predictions, audio_seconds = transcribe(
         model, tokenizer, items, batch_seconds, max_symbols_per_frame
     )
-    records = []
-    for utterance, prediction in zip(utterances, predictions, strict=True):
-        record = {
-            "audio_filepath": utterance.audio_filepath,
-            "duration": utterance.duration,
-            "text": utterance.text,
-            **({"offset": utterance.offset} if utterance.offset else {}),
-            **utterance.extra,
-            "pred_text": prediction,
-        }
-        records.append(record)
+    records = [
+        {**utterance.to_record(), "pred_text": prediction}
+        for utterance, prediction in zip(utterances, predictions, strict=True)
+    ]
     write_manifest(output, records)
     wall_seconds = time.perf_counter() - start
     references = [normalize_text(u.text) for u in utterances]
@@ -145,17 +137,4 @@ def format_result(result: ManifestResult) -> str:
         f"{result.utterances} utterances, WER {wer}, "
         f"{result.audio_seconds:.1f} s of audio in {result.wall_seconds:.1f} s "
         f"(real-time factor {result.real_time_factor:.4f})"
-    )
-
-
-def dumps_result(result: ManifestResult) -> str:
-    """The result as one JSON line."""
-    return json.dumps(
-        {
-            "utterances": result.utterances,
-            "wer": result.wer,
-            "audio_seconds": round(result.audio_seconds, 3),
-            "wall_seconds": round(result.wall_seconds, 3),
-            "real_time_factor": round(result.real_time_factor, 5),
-        }
     )
