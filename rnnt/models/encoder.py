@@ -30,14 +30,10 @@ from rnnt.constants import (
     SUBSAMPLING_CHANNELS,
     SUBSAMPLING_FACTOR,
 )
+from rnnt.models.masks import padding_mask
 
 SUBSAMPLING_FACTORS = (4, 8)
 _SUBSAMPLING_KERNEL = 3  # every striding convolution: 3 frames x 3 bins, stride 2
-
-
-def padding_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
-    """``(B, max_length)`` bool, True on the valid frames ``t < lengths[b]``."""
-    return torch.arange(max_length, device=lengths.device) < lengths.unsqueeze(1)
 
 
 def attention_mask(

@@ -29,6 +29,7 @@ from rnnt.constants import (
     TIME_MASKS_PER_SECOND,
     WIN_LENGTH_S,
 )
+from rnnt.models.masks import padding_mask
 
 
 class LogMelFrontend(nn.Module):
@@ -111,7 +112,7 @@ class LogMelFrontend(nn.Module):
             # The frames of the extended signal start where those of the batch do; its extra
             # trailing frames are cut.
             features = self.fbank(extended)[:, :num_frames]
-            valid = torch.arange(num_frames, device=audio.device) < feature_lengths.unsqueeze(1)
+            valid = padding_mask(feature_lengths, num_frames)
             features = features.masked_fill(~valid.unsqueeze(-1), 0.0)
         return features, feature_lengths
 
@@ -137,8 +138,7 @@ class FeatureNormalizer(nn.Module):
 
     @torch.no_grad()
     def _update(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> None:
-        frames = torch.arange(features.size(1), device=features.device)
-        valid = (frames.unsqueeze(0) < feature_lengths.unsqueeze(1)).unsqueeze(-1)
+        valid = padding_mask(feature_lengths, features.size(1)).unsqueeze(-1)
         count = valid.sum().clamp(min=1)
         mean = (features * valid).sum(dim=(0, 1)) / count
         var = (((features - mean) ** 2) * valid).sum(dim=(0, 1)) / count
@@ -153,8 +153,7 @@ class FeatureNormalizer(nn.Module):
         if self.training:
             self._update(features.float(), feature_lengths)
         normalised = (features - self.mean) * torch.rsqrt(self.var + FEATURE_NORM_EPS)
-        frames = torch.arange(features.size(1), device=features.device)
-        valid = (frames.unsqueeze(0) < feature_lengths.unsqueeze(1)).unsqueeze(-1)
+        valid = padding_mask(feature_lengths, features.size(1)).unsqueeze(-1)
         return normalised.masked_fill(~valid, 0.0)
 
 
@@ -233,7 +232,7 @@ class SpecAugment(nn.Module):
             max_count=self.time_masks_max,
             size=num_frames,
         )
-        valid = torch.arange(num_frames, device=device) < lengths.unsqueeze(1)
+        valid = padding_mask(lengths.to(device), num_frames)
         return (freq.unsqueeze(1) | time.unsqueeze(2)) & valid.unsqueeze(2)
 
     def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> torch.Tensor:
@@ -246,10 +245,7 @@ class SpecAugment(nn.Module):
         if not self.training:
             return features
         masked = self.masks(features, feature_lengths)
-        valid = (
-            torch.arange(features.size(1), device=features.device)
-            < feature_lengths.to(features.device).unsqueeze(1)
-        ).unsqueeze(-1)
+        valid = padding_mask(feature_lengths.to(features.device), features.size(1)).unsqueeze(-1)
         count = (feature_lengths.to(features.device).clamp(min=1) * features.size(2)).view(-1, 1, 1)
         mean = (features * valid).sum(dim=(1, 2), keepdim=True) / count
         return torch.where(masked, mean.to(features.dtype), features)
