@@ -157,9 +157,13 @@ class TransducerModule(pl.LightningModule):
         if batch is None:
             return
         batch_size = len(batch["texts"])
-        loss = self(batch)
+        # One encoder pass serves both the loss and the greedy transcripts.
+        encoder_out, encoder_lengths = self.model.encode(batch["audio"], batch["audio_lengths"])
+        loss = self.model.loss(
+            encoder_out, encoder_lengths, batch["targets"], batch["target_lengths"]
+        )
         self.log(f"{split}_loss", loss, prog_bar=True, sync_dist=True, batch_size=batch_size)
-        hypotheses = self.transcribe_batch(batch["audio"], batch["audio_lengths"])
+        hypotheses = self._decode(encoder_out, encoder_lengths)
         wer.update(hypotheses, batch["texts"])
         self.log(f"{split}_wer", wer, prog_bar=True, on_epoch=True, batch_size=batch_size)
         if split == "val" and batch_idx == 0:
@@ -167,10 +171,8 @@ class TransducerModule(pl.LightningModule):
                 : self.hparams.log_text_examples
             ]
 
-    @torch.no_grad()
-    def transcribe_batch(self, audio: torch.Tensor, audio_lengths: torch.Tensor) -> list[str]:
-        """Greedy transcripts of padded audio ``(B, S)`` at 16 kHz with lengths ``(B,)``."""
-        encoder_out, encoder_lengths = self.model.encode(audio, audio_lengths)
+    def _decode(self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> list[str]:
+        # Greedy transcripts of encoder frames (B, T', D).
         token_ids = greedy_search(
             self.model, encoder_out, encoder_lengths, self.hparams.max_symbols_per_frame
         )

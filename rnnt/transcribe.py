@@ -20,7 +20,6 @@ from rnnt.constants import MAX_SYMBOLS_PER_FRAME, SAMPLE_RATE, TRANSCRIBE_BATCH_
 from rnnt.data.cuts import load_mono
 from rnnt.data.manifest import read_manifest, write_manifest
 from rnnt.data.tokenizer import Tokenizer, normalize_text
-from rnnt.decoding import greedy_search
 from rnnt.models.transducer import Transducer
 
 
@@ -67,7 +66,6 @@ def transcribe(
 ) -> tuple[list[str], float]:
     """Greedy transcripts of ``items`` in their order, and the audio's total seconds."""
     device = next(model.parameters()).device
-    model.eval()
     waveforms = [load_audio(item) for item in items]
     durations = [len(w) / SAMPLE_RATE for w in waveforms]
     texts = [""] * len(items)
@@ -76,8 +74,7 @@ def transcribe(
         audio = torch.zeros(len(batch), int(lengths.max()), device=device)
         for row, index in enumerate(batch):
             audio[row, : len(waveforms[index])] = waveforms[index].to(device)
-        encoder_out, encoder_lengths = model.encode(audio, lengths)
-        token_ids = greedy_search(model, encoder_out, encoder_lengths, max_symbols_per_frame)
+        token_ids = model.transcribe_ids(audio, lengths, max_symbols_per_frame)
         for index, ids in zip(batch, token_ids, strict=True):
             texts[index] = tokenizer.decode(ids)
     return texts, sum(durations)

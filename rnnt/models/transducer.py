@@ -257,6 +257,19 @@ class Transducer(nn.Module):
                 f"{tuple(targets.shape)}."
             )
         encoder_out, encoder_lengths = self.encode(audio, audio_lengths)
+        return self.loss(encoder_out, encoder_lengths, targets, target_lengths)
+
+    def loss(
+        self,
+        encoder_out: torch.Tensor,
+        encoder_lengths: torch.Tensor,
+        targets: torch.Tensor,
+        target_lengths: torch.Tensor,
+    ) -> torch.Tensor:
+        """The training objective of :meth:`forward` from encoder frames ``(B, T', D)``.
+
+        Lets validation encode once for both the loss and greedy decoding.
+        """
         targets = targets.to(encoder_out.device)
         target_lengths = target_lengths.to(encoder_out.device)
         decoder_out = self.decoder(targets, target_lengths)
