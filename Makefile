@@ -35,6 +35,7 @@ format: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/loss.py --json
 	$(BIN)/python benchmarks/data.py --json
+	$(BIN)/python benchmarks/decode.py --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

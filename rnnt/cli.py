@@ -6,7 +6,8 @@
     rnnt demo-data --out DIR        synthesize the demo corpus
     rnnt tokenizer --manifest M ... train a SentencePiece model
     rnnt demo --out DIR             the whole demo: corpus, tokenizer, training, test WER
-    rnnt transcribe --checkpoint C  transcribe audio files or a manifest
+    rnnt transcribe --checkpoint C  transcribe audio files or a manifest (greedy, beam, streaming)
+    rnnt export --checkpoint C      ONNX encoder, decoder and joiner for sherpa-onnx
 """
 
 from __future__ import annotations
@@ -78,9 +79,12 @@ def make_cli(
     ``args`` is a command line (``["fit", "--config", "x.yaml"]``) when ``run`` is true, or a
     config dictionary (``{"model": {...}, "data": {...}, "trainer": {...}}``) when it is false.
     """
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+    from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.cli import LightningCLI
 
+    from rnnt.callbacks import AtomicCheckpointIO, AtomicModelCheckpoint, StopOnSignal
+    from rnnt.checkpoint import read_checkpoint
     from rnnt.data.dataset import TransducerDataModule
     from rnnt.train import TransducerModule
 
@@ -88,13 +92,31 @@ def make_cli(
         def add_arguments_to_parser(self, parser) -> None:
             # One tokenizer for data and model: set it once, as --data.tokenizer_path.
             parser.link_arguments("data.tokenizer_path", "model.tokenizer_path")
-            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.add_lightning_class_args(AtomicModelCheckpoint, "checkpoint")
             parser.set_defaults({f"checkpoint.{k}": v for k, v in checkpoint_defaults().items()})
+
+        def parse_arguments(self, parser, args) -> None:
+            super().parse_arguments(parser, args)
+            # LightningCLI reads --ckpt_path's hyper-parameters right after parsing: a
+            # truncated or foreign file must be a one-line error naming it, not a torch trace.
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if ckpt_path and "://" not in str(ckpt_path) and Path(ckpt_path).is_file():
+                read_checkpoint(ckpt_path, mmap=True)
+
+        def instantiate_trainer(self, **kwargs: Any):
+            trainer = super().instantiate_trainer(**kwargs)
+            # Whole checkpoint files and safe loading, unless the user chose their own IO
+            # (`--trainer.plugins` with e.g. a SLURM environment keeps this one).
+            if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+                trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+            return trainer
 
     # LightningCLI warns when `args` and sys.argv are both given; here `args` is deliberate.
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
     defaults = trainer_defaults(root_dir, run_name)
-    defaults["callbacks"] = [LearningRateMonitor(logging_interval="step")]
+    # Callbacks of the defaults are always added, on top of any the user configures.
+    defaults["callbacks"] = [LearningRateMonitor(logging_interval="step"), StopOnSignal()]
     return TransducerCLI(
         TransducerModule,
         TransducerDataModule,
@@ -136,21 +158,67 @@ def _transcribe(options: argparse.Namespace) -> None:
 
     if bool(options.audio) == bool(options.manifest):
         raise SystemExit("rnnt transcribe: give audio files or --manifest IN.jsonl, not both")
+    if options.beam < 1:
+        raise SystemExit(f"rnnt transcribe: --beam {options.beam} must be >= 1 (1 = greedy)")
+    if options.streaming and (options.manifest or options.beam != 1):
+        raise SystemExit(
+            "rnnt transcribe: --streaming decodes audio files greedily, chunk by chunk; "
+            "it takes neither --manifest nor --beam"
+        )
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_checkpoint(options.checkpoint, map_location=device)
+    if options.streaming:
+        _transcribe_streaming(model, tokenizer, options)
+        return
     if options.manifest:
         if not options.output:
             raise SystemExit("rnnt transcribe: --manifest needs --output OUT.jsonl")
         result = transcribe_manifest(
-            model, tokenizer, options.manifest, options.output, options.batch_seconds
+            model,
+            tokenizer,
+            options.manifest,
+            options.output,
+            options.batch_seconds,
+            beam_size=options.beam,
         )
         print(f"wrote {options.output}: {format_result(result)}")
         return
     texts, _ = transcribe(
-        model, tokenizer, [AudioItem(p) for p in options.audio], options.batch_seconds
+        model,
+        tokenizer,
+        [AudioItem(p) for p in options.audio],
+        options.batch_seconds,
+        beam_size=options.beam,
     )
     for path, text in zip(options.audio, texts, strict=True):
         print(f"{path}\t{text}")
+
+
+def _transcribe_streaming(model, tokenizer, options: argparse.Namespace) -> None:
+    from rnnt.streaming import streaming_transcribe
+    from rnnt.transcribe import AudioItem, load_audio
+
+    for path in options.audio:
+        text, stats = streaming_transcribe(
+            model, tokenizer, load_audio(AudioItem(path), max_duration=None), options.chunk_ms
+        )
+        print(f"{path}\t{text}")
+        print(f"{path}\tlatency: {_format_latency(stats)}", file=sys.stderr)
+
+
+def _format_latency(stats: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+        for key, value in stats.items()
+    )
+
+
+def _export(options: argparse.Namespace) -> None:
+    from rnnt.export import export_onnx
+
+    paths = export_onnx(options.checkpoint, options.out, opset=options.opset)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
 
 
 def _demo(options: argparse.Namespace) -> None:
@@ -216,9 +284,35 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument("audio", nargs="*", help="audio files; prints path<TAB>text")
     transcribe.add_argument("--manifest", type=Path, help="input manifest (JSON lines)")
     transcribe.add_argument("--output", type=Path, help="output manifest with pred_text added")
-    transcribe.add_argument("--batch-seconds", type=float, default=C.TRANSCRIBE_BATCH_SECONDS)
+    transcribe.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=None,
+        help=f"padded audio per batch (default {C.TRANSCRIBE_BATCH_SECONDS_CPU:g} s on the CPU, "
+        f"{C.TRANSCRIBE_BATCH_SECONDS:g} s on a GPU)",
+    )
     transcribe.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best)")
+    transcribe.add_argument(
+        "--beam", type=int, default=1, help=f"beam size; 1 = greedy (try {C.BEAM_SIZE})"
+    )
+    transcribe.add_argument(
+        "--streaming",
+        action="store_true",
+        help="decode chunk by chunk with encoder caches (a model trained with "
+        "attention_context_size [left, 0] and causal_conv) and print the latency measured",
+    )
+    transcribe.add_argument(
+        "--chunk-ms", type=int, default=C.STREAMING_CHUNK_MS, help="streaming chunk, ms"
+    )
     transcribe.set_defaults(run=_transcribe)
+
+    export = commands.add_parser(
+        "export", help="ONNX encoder, decoder, joiner and tokens.txt for sherpa-onnx"
+    )
+    export.add_argument("--checkpoint", required=True, type=Path)
+    export.add_argument("--out", required=True, type=Path, help="output folder")
+    export.add_argument("--opset", type=int, default=C.ONNX_OPSET)
+    export.set_defaults(run=_export)
     return parser
 
 

@@ -29,8 +29,16 @@ HOP_LENGTH_S = 0.010  # seconds, frame shift
 DITHER = 0.0  # no dither: features are deterministic
 FEATURE_NORM_MOMENTUM = 0.01  # running mean/variance of log-mel bins (global CMVN learned online)
 FEATURE_NORM_EPS = 1e-5
-MEL_LOW_FREQ_HZ = 20.0  # lowest mel filter edge, Hz (Kaldi / sherpa-onnx default)
-MEL_HIGH_FREQ_HZ = -400.0  # highest mel filter edge, Hz; negative = below Nyquist (sherpa-onnx)
+# Front end style (TransducerConfig.frontend_style). "sherpa": the log-mel sherpa-onnx computes
+# for a NeMo transducer (Kaldi fbank with Slaney mel filters of unit area from
+# SHERPA_MEL_LOW_FREQ_HZ, no DC-offset removal), so an exported model is fed exactly the
+# features it was trained on. "kaldi": Kaldi fbank (HTK mel filters from MEL_LOW_FREQ_HZ, DC
+# offset removed), the features of checkpoints written before the option existed.
+FRONTEND_STYLE = "sherpa"
+FRONTEND_STYLES = ("sherpa", "kaldi")
+MEL_LOW_FREQ_HZ = 20.0  # lowest mel filter edge, Hz, of the "kaldi" style (Kaldi's default)
+SHERPA_MEL_LOW_FREQ_HZ = 0.0  # lowest mel filter edge, Hz, of the "sherpa" style
+MEL_HIGH_FREQ_HZ = -400.0  # highest mel filter edge, Hz, both styles; negative = below Nyquist
 
 # SpecAugment (training only). Time masks adapt to the utterance length.
 FREQ_MASKS = 2
@@ -82,9 +90,18 @@ AUDIO_DURATION_TOLERANCE_S = (
 SAMPLER_BUFFER_SIZE = 20_000  # cuts held by the bucketing sampler (shuffle and bucket quality)
 BUCKET_MAX_EDGE_RATIO = 1.1  # a duration bucket's longest cut is at most this times its shortest
 BUCKET_ESTIMATE_CUTS = 10_000  # cuts read to place the duration bucket edges
+DDP_PLACEHOLDER_SECONDS = 1.0  # silence a DDP rank trains on (loss x 0) when a batch fails to load
 NOISE_CACHE_FILES = (
     32  # noise files shorter than a segment are kept decoded, per worker, at most this many
 )
+# Hostile input (docs/reliability.md): limits that turn broken data into a clear error or a
+# counted skip instead of a crash, a NaN or an out-of-memory error.
+MANIFEST_MAX_LINE_BYTES = 1 << 20  # a longer manifest line is refused (not a JSON-lines manifest?)
+MIN_AUDIO_DURATION_S = 0.01  # seconds; shorter audio has no log-mel frame: skipped or refused
+MAX_DECODE_DURATION = 300.0  # seconds; longest audio run through the model in one piece outside
+# training (val/test utterances beyond it are skipped, `rnnt transcribe` refuses it): attention
+# memory grows with the square of the length.
+AUDIO_MAX_ABS_SAMPLE = 100.0  # float samples beyond this magnitude: a mis-scaled file, refused
 
 # --- optimisation ------------------------------------------------------------------------------
 LEARNING_RATE = 1e-3  # peak learning rate
@@ -102,10 +119,12 @@ CHECKPOINT_FILENAME = "rnnt-{epoch:02d}-{val_loss:.2f}"
 LOG_TEXT_EXAMPLES = 4  # reference/hypothesis pairs written to TensorBoard each validation
 
 # --- decoding ------------------------------------------------------------------------------------
-MAX_SYMBOLS_PER_FRAME = 5  # greedy search: at most this many tokens emitted at one encoder frame
-BEAM_SIZE = 4
+MAX_SYMBOLS_PER_FRAME = 5  # greedy and beam search: most tokens emitted at one encoder frame
+BEAM_SIZE = 4  # beam search: hypotheses kept per utterance (a beam of 1 is greedy search)
 TRANSCRIBE_BATCH_SECONDS = 300.0  # seconds of (padded) audio per batch when transcribing
+TRANSCRIBE_BATCH_SECONDS_CPU = 60.0  # ... on the CPU, where smaller batches decode faster
 STREAMING_CHUNK_MS = 320  # audio per chunk fed to a streaming session, milliseconds
+STREAMING_FEED_MS = 10  # streaming_transcribe hands audio over in pieces this long, as a mic would
 
 # --- demo corpus -------------------------------------------------------------------------------
 DEMO_TRAIN_HOURS = 2.0  # hours of synthesized training speech
@@ -159,3 +178,12 @@ DEMO_WARMUP_STEPS = 300
 # demo trains with speed perturbation only. Full recipes keep both on (the defaults above).
 DEMO_SPEC_AUGMENT = False
 DEMO_NOISE_PROBABILITY = 0.0
+
+# --- export ------------------------------------------------------------------------------------
+ONNX_OPSET = 17  # ONNX opset of `rnnt export` (onnxruntime >= 1.14 and sherpa-onnx run it)
+EXPORT_ENCODER_FILE = "encoder.onnx"
+EXPORT_DECODER_FILE = "decoder.onnx"
+EXPORT_JOINER_FILE = "joiner.onnx"
+EXPORT_TOKENS_FILE = "tokens.txt"
+SHERPA_MODEL_TYPE = "nemo_transducer"  # sherpa-onnx OfflineRecognizer.from_transducer(model_type=)
+SHERPA_MAX_SYMBOLS_PER_FRAME = 10  # sherpa-onnx's NeMo greedy search (ours: MAX_SYMBOLS_PER_FRAME)

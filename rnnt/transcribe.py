@@ -1,4 +1,4 @@
-"""Transcribe audio files or a manifest with a checkpoint: batched greedy decoding.
+"""Transcribe audio files or a manifest with a checkpoint: batched greedy or beam search.
 
 Audio of any rate and channel count that the data pipeline reads is resampled to 16 kHz mono,
 the same way as in training. Utterances are sorted by duration and batched by total seconds,
@@ -13,13 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from lhotse import Recording
 from torchmetrics.functional.text import word_error_rate
 
-from rnnt.constants import MAX_SYMBOLS_PER_FRAME, SAMPLE_RATE, TRANSCRIBE_BATCH_SECONDS
-from rnnt.data.cuts import load_mono
+from rnnt.constants import (
+    MAX_DECODE_DURATION,
+    MAX_SYMBOLS_PER_FRAME,
+    SAMPLE_RATE,
+    TRANSCRIBE_BATCH_SECONDS,
+    TRANSCRIBE_BATCH_SECONDS_CPU,
+)
+from rnnt.data.cuts import load_audio_file
 from rnnt.data.manifest import read_manifest, write_manifest
 from rnnt.data.tokenizer import Tokenizer, normalize_text
+from rnnt.decoding import check_beam_size
 from rnnt.models.transducer import Transducer
 
 
@@ -32,15 +38,20 @@ class AudioItem:
     duration: float | None = None
 
 
-def load_audio(item: AudioItem) -> torch.Tensor:
-    """Samples ``(S,)`` float32 in [-1, 1], 16 kHz mono, of one item: the training loader's way."""
-    cut = Recording.from_file(item.path).to_cut()
-    if item.offset or item.duration is not None:
-        cut = cut.truncate(offset=item.offset, duration=item.duration)
-    return load_mono(cut)
+def load_audio(item: AudioItem, max_duration: float | None = MAX_DECODE_DURATION) -> torch.Tensor:
+    """Samples ``(S,)`` float32 in [-1, 1], 16 kHz mono, of one item: the training loader's way.
+
+    Raises ``ValueError`` naming the file for unreadable or unusable audio, and refuses a
+    stretch longer than ``max_duration`` seconds from its header, before decoding it
+    (``rnnt.data.cuts.load_audio_file``).
+    """
+    return load_audio_file(item.path, item.offset, item.duration, max_duration=max_duration)
 
 
-def _batches(durations: Sequence[float], batch_seconds: float) -> list[list[int]]:
+def batch_by_duration(durations: Sequence[float], batch_seconds: float) -> list[list[int]]:
+    """Indices of ``durations`` (seconds) grouped into batches, longest first, each with at
+    most ``batch_seconds`` of padded audio (its longest item times its size) unless it holds a
+    single item."""
     # Longest first, so the first batch shows at once whether memory suffices.
     order = sorted(range(len(durations)), key=lambda i: -durations[i])
     batches: list[list[int]] = []
@@ -56,25 +67,44 @@ def _batches(durations: Sequence[float], batch_seconds: float) -> list[list[int]
     return batches
 
 
+def default_batch_seconds(device: torch.device | str) -> float:
+    """Seconds of padded audio per decoding batch: ``TRANSCRIBE_BATCH_SECONDS`` on a GPU,
+    ``TRANSCRIBE_BATCH_SECONDS_CPU`` on the CPU, where large batches run slower per second
+    of audio (``benchmarks/decode.py``: 348x real time at 60 s, 234x at 300 s, tiny model)."""
+    return (
+        TRANSCRIBE_BATCH_SECONDS_CPU
+        if torch.device(device).type == "cpu"
+        else (TRANSCRIBE_BATCH_SECONDS)
+    )
+
+
 @torch.inference_mode()
 def transcribe(
     model: Transducer,
     tokenizer: Tokenizer,
     items: Sequence[AudioItem],
-    batch_seconds: float = TRANSCRIBE_BATCH_SECONDS,
+    batch_seconds: float | None = None,
     max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
+    beam_size: int = 1,
 ) -> tuple[list[str], float]:
-    """Greedy transcripts of ``items`` in their order, and the audio's total seconds."""
+    """Transcripts of ``items`` in their order, and the audio's total seconds.
+
+    ``beam_size=1`` decodes with greedy search, larger values with beam search.
+    ``batch_seconds=None`` takes :func:`default_batch_seconds` of the model's device.
+    """
+    check_beam_size(beam_size)
     device = next(model.parameters()).device
+    if batch_seconds is None:
+        batch_seconds = default_batch_seconds(device)
     waveforms = [load_audio(item) for item in items]
     durations = [len(w) / SAMPLE_RATE for w in waveforms]
     texts = [""] * len(items)
-    for batch in _batches(durations, batch_seconds):
+    for batch in batch_by_duration(durations, batch_seconds):
         lengths = torch.tensor([len(waveforms[i]) for i in batch], device=device)
         audio = torch.zeros(len(batch), int(lengths.max()), device=device)
         for row, index in enumerate(batch):
             audio[row, : len(waveforms[index])] = waveforms[index].to(device)
-        token_ids = model.transcribe_ids(audio, lengths, max_symbols_per_frame)
+        token_ids = model.transcribe_ids(audio, lengths, max_symbols_per_frame, beam_size)
         for index, ids in zip(batch, token_ids, strict=True):
             texts[index] = tokenizer.decode(ids)
     return texts, sum(durations)
@@ -100,18 +130,21 @@ def transcribe_manifest(
     tokenizer: Tokenizer,
     manifest: str | Path,
     output: str | Path,
-    batch_seconds: float = TRANSCRIBE_BATCH_SECONDS,
+    batch_seconds: float | None = None,
     max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
+    beam_size: int = 1,
 ) -> ManifestResult:
     """Write each line of ``manifest`` to ``output`` with an added ``pred_text`` field.
 
     The WER compares ``pred_text`` with the normalised ``text`` of the lines that have one.
+    ``beam_size=1`` decodes with greedy search, larger values with beam search.
     """
+    check_beam_size(beam_size)
     start = time.perf_counter()
     utterances = read_manifest(manifest)
     items = [AudioItem(u.audio_filepath, u.offset, u.duration) for u in utterances]
     predictions, audio_seconds = transcribe(
-        model, tokenizer, items, batch_seconds, max_symbols_per_frame
+        model, tokenizer, items, batch_seconds, max_symbols_per_frame, beam_size
     )
     records = [
         {**utterance.to_record(), "pred_text": prediction}

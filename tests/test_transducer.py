@@ -8,7 +8,15 @@ import math
 import pytest
 import torch
 
-from rnnt.constants import SAMPLE_RATE
+from rnnt.checkpoint import (
+    MODEL_CONFIG_KEY,
+    STATE_DICT_PREFIX,
+    TOKENIZER_KEY,
+    load_checkpoint,
+    stored_config,
+)
+from rnnt.constants import FRONTEND_STYLE, SAMPLE_RATE
+from rnnt.data.tokenizer import Tokenizer
 from rnnt.loss import fused_rnnt_loss
 from rnnt.models.joiner import Joiner
 from rnnt.models.transducer import PRESETS, Transducer, TransducerConfig, config_from_preset
@@ -50,6 +58,43 @@ def test_config_errors_name_the_problem():
         TransducerConfig.from_dict({"num_classes": 5, "d_modle": 3})
     with pytest.raises(ValueError, match="num_classes=1"):
         TransducerConfig(num_classes=1)
+
+
+def test_frontend_style_defaults_to_sherpa_and_is_checked_by_name():
+    config = config_from_preset("tiny", 7, **SMALL)
+    assert config.frontend_style == FRONTEND_STYLE == "sherpa"
+    assert Transducer(config).frontend.style == "sherpa"
+    kaldi = config_from_preset("tiny", 7, **SMALL, frontend_style="kaldi")
+    assert Transducer(kaldi).frontend.style == "kaldi"
+    with pytest.raises(ValueError, match=r"frontend_style='htk'.*'sherpa', 'kaldi'"):
+        config_from_preset("tiny", 7, frontend_style="htk")
+
+
+def test_checkpoints_without_frontend_style_load_with_kaldi_features(tiny_corpus, tmp_path):
+    """A checkpoint written before the field existed was trained on Kaldi features; a config
+    built today without the key (presets, YAML) gets today's default."""
+    tokenizer = Tokenizer.load(tiny_corpus / "tokenizer.model")
+    config = config_from_preset("tiny", tokenizer.num_classes, **SMALL, frontend_style="kaldi")
+    model = Transducer(config).eval()
+    stored = config.to_dict()
+    del stored["frontend_style"]
+    path = tmp_path / "old.ckpt"
+    torch.save(
+        {
+            "state_dict": {STATE_DICT_PREFIX + k: v for k, v in model.state_dict().items()},
+            MODEL_CONFIG_KEY: stored,
+            TOKENIZER_KEY: tokenizer.model_bytes,
+        },
+        path,
+    )
+    loaded, _ = load_checkpoint(path)
+    assert loaded.config.frontend_style == "kaldi" and loaded.frontend.style == "kaldi"
+    audio, audio_lengths, _, _ = _batch(tokenizer.num_classes)
+    assert torch.equal(
+        loaded.frontend(audio, audio_lengths)[0], model.frontend(audio, audio_lengths)[0]
+    )
+    assert TransducerConfig.from_dict(stored).frontend_style == "sherpa"
+    assert stored_config({**stored, "frontend_style": "sherpa"}).frontend_style == "sherpa"
 
 
 @pytest.mark.parametrize(("preset", "low", "high"), [("tiny", 1.0e6, 3.0e6), ("small", 8e6, 13e6)])

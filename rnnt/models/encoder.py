@@ -3,8 +3,9 @@
 Shapes: B batch, T feature frames (10 ms), T' encoder frames after subsampling, F mel bins,
 D model dimension, H heads.
 
-Every part is built so that a chunked forward with caches can give the same output as the full
-forward (and so that padding never reaches valid frames):
+Every part is built so that a chunked forward with caches (``StreamingEncoder`` in
+``rnnt/models/streaming_encoder.py``) gives the same output as the full forward, and so that
+padding never reaches valid frames:
 
 - the subsampling looks no further ahead than its own block: encoder frame ``t'`` reads
   feature frames ``factor * t' - (factor - 1) .. factor * t' + (factor - 1)``, so a chunk of
@@ -49,14 +50,16 @@ def attention_mask(
     device = lengths.device
     frames = torch.arange(max_length, device=device)
     offset = frames.view(1, -1) - frames.view(-1, 1)  # key minus query
+    # Written for ONNX export too: no in-place `&=` (no exporter for it), no torch.eye (no
+    # boolean EyeLike in onnxruntime).
     allowed = torch.ones(max_length, max_length, dtype=torch.bool, device=device)
     if left >= 0:
-        allowed &= offset >= -left
+        allowed = allowed & (offset >= -left)
     if right >= 0:
-        allowed &= offset <= right
+        allowed = allowed & (offset <= right)
     valid = padding_mask(lengths, max_length)
     mask = allowed.unsqueeze(0) & valid.unsqueeze(1)
-    diagonal = torch.eye(max_length, dtype=torch.bool, device=device).unsqueeze(0)
+    diagonal = (offset == 0).unsqueeze(0)
     mask = mask | (diagonal & ~valid.unsqueeze(2))
     return mask.unsqueeze(1)
 

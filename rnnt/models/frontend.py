@@ -1,14 +1,26 @@
 """Log-mel front end and SpecAugment, computed on the device inside the model.
 
-The features are Kaldi ``fbank`` features (povey window, pre-emphasis 0.97, DC-offset removal,
-power spectrum, ``snip_edges=False``, no dither, log floored at float epsilon), computed by
-lhotse's torch implementation. These are the settings of kaldi-native-fbank, so an exported
-model fed by sherpa-onnx sees the same features it was trained on. Waveforms are float in
-``[-1, 1]`` (not scaled to 16-bit integers).
+The features are Kaldi-style log filter-bank energies computed by lhotse's torch
+implementation: povey window, pre-emphasis 0.97, 25 ms windows every 10 ms with
+``snip_edges=False``, power spectrum, no dither, log floored at float epsilon; waveforms are
+float in ``[-1, 1]`` (not scaled to 16-bit integers). The mel filters and the DC offset depend
+on ``style`` (``TransducerConfig.frontend_style``):
+
+- ``"sherpa"`` (the default): Slaney mel filters (librosa's default scale), each scaled to unit
+  area, from 0 Hz to 400 Hz below Nyquist, and no DC-offset removal. This is what sherpa-onnx
+  (2.0.x) computes with kaldi-native-fbank for a NeMo transducer, the model type ``rnnt
+  export`` writes, whatever the model's metadata says; so an exported model is fed exactly the
+  features it was trained on.
+- ``"kaldi"``: Kaldi's own fbank, HTK mel filters from 20 Hz, DC offset removed per frame. The
+  features of checkpoints written before the option existed; their exports map sherpa-onnx's
+  features onto these approximately (``rnnt.export``).
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from lhotse.features.kaldi.layers import Wav2LogFilterBank
 from torch import nn
@@ -19,11 +31,14 @@ from rnnt.constants import (
     FEATURE_NORM_MOMENTUM,
     FREQ_MASK_WIDTH,
     FREQ_MASKS,
+    FRONTEND_STYLE,
+    FRONTEND_STYLES,
     HOP_LENGTH_S,
     MEL_HIGH_FREQ_HZ,
     MEL_LOW_FREQ_HZ,
     N_MELS,
     SAMPLE_RATE,
+    SHERPA_MEL_LOW_FREQ_HZ,
     TIME_MASK_RATIO,
     TIME_MASKS_MAX,
     TIME_MASKS_PER_SECOND,
@@ -31,9 +46,68 @@ from rnnt.constants import (
 )
 from rnnt.models.masks import padding_mask
 
+# Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above.
+_SLANEY_HZ_PER_MEL = 200.0 / 3.0
+_SLANEY_LOG_START_HZ = 1000.0
+_SLANEY_LOG_STEP = math.log(6.4) / 27.0  # natural-log Hz per mel above 1 kHz
+
+
+def _hz_to_slaney(hz: np.ndarray) -> np.ndarray:
+    hz = np.asarray(hz, dtype=np.float64)
+    log_start_mel = _SLANEY_LOG_START_HZ / _SLANEY_HZ_PER_MEL
+    log_part = log_start_mel + np.log(np.maximum(hz, 1e-10) / _SLANEY_LOG_START_HZ) / (
+        _SLANEY_LOG_STEP
+    )
+    return np.where(hz < _SLANEY_LOG_START_HZ, hz / _SLANEY_HZ_PER_MEL, log_part)
+
+
+def _slaney_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    log_start_mel = _SLANEY_LOG_START_HZ / _SLANEY_HZ_PER_MEL
+    log_part = _SLANEY_LOG_START_HZ * np.exp(_SLANEY_LOG_STEP * (mel - log_start_mel))
+    return np.where(mel < log_start_mel, mel * _SLANEY_HZ_PER_MEL, log_part)
+
+
+def slaney_mel_banks(
+    n_mels: int = N_MELS,
+    fft_length: int = 512,
+    sample_rate: int = SAMPLE_RATE,
+    low_freq_hz: float = SHERPA_MEL_LOW_FREQ_HZ,
+    high_freq_hz: float = MEL_HIGH_FREQ_HZ,
+) -> torch.Tensor:
+    """``(fft_length / 2 + 1, n_mels)`` float32 mel filters of the ``"sherpa"`` style.
+
+    kaldi-native-fbank's ``is_librosa`` filters, which sherpa-onnx uses for NeMo models:
+    triangles in Hz between edges equally spaced on the Slaney mel scale from ``low_freq_hz``
+    to ``high_freq_hz``, each scaled to unit area (``2 / (right - left)``, Slaney norm).
+    ``high_freq_hz <= 0`` counts down from the Nyquist frequency.
+    """
+    high = high_freq_hz if high_freq_hz > 0 else sample_rate / 2 + high_freq_hz
+    edges = _slaney_to_hz(np.linspace(_hz_to_slaney(low_freq_hz), _hz_to_slaney(high), n_mels + 2))
+    hz = np.arange(fft_length // 2 + 1) * sample_rate / fft_length
+    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (hz - left) / (center - left)
+    falling = (right - hz) / (right - center)
+    inside = (hz > left) & (hz < right)
+    banks = np.where(inside, np.where(hz <= center, rising, falling), 0.0)
+    banks *= 2.0 / (right - left)
+    return torch.from_numpy(banks.T).float()
+
+
+def check_frontend_style(style: str) -> None:
+    """Raise a ``ValueError`` naming ``frontend_style`` unless ``style`` is a known style."""
+    if style not in FRONTEND_STYLES:
+        raise ValueError(
+            f"frontend_style={style!r} is not a front end style; choose one of "
+            f"{', '.join(repr(name) for name in FRONTEND_STYLES)} (rnnt/models/frontend.py)."
+        )
+
 
 class LogMelFrontend(nn.Module):
     """Padded 16 kHz waveforms to log-mel frames, batched and padding-invariant.
+
+    ``style`` picks the mel filters and DC-offset handling (module docstring): ``"sherpa"``
+    computes what sherpa-onnx feeds an exported model, ``"kaldi"`` Kaldi's fbank.
 
     The valid frames of an utterance are exactly those the filterbank gives for the unpadded
     utterance: Kaldi's ``snip_edges=False`` framing reflects the signal at its end, so the
@@ -49,18 +123,23 @@ class LogMelFrontend(nn.Module):
         win_length_s: float = WIN_LENGTH_S,
         hop_length_s: float = HOP_LENGTH_S,
         dither: float = DITHER,
-        low_freq_hz: float = MEL_LOW_FREQ_HZ,
         high_freq_hz: float = MEL_HIGH_FREQ_HZ,
+        style: str = FRONTEND_STYLE,
     ) -> None:
         super().__init__()
+        check_frontend_style(style)
+        self.style = style
         self.sample_rate = sample_rate
         self.n_mels = n_mels
         self.win_length = int(win_length_s * sample_rate)
         self.hop_length = int(hop_length_s * sample_rate)
+        sherpa = style == "sherpa"
+        low_freq_hz = SHERPA_MEL_LOW_FREQ_HZ if sherpa else MEL_LOW_FREQ_HZ
         self.fbank = Wav2LogFilterBank(
             sampling_rate=sample_rate,
             frame_length=win_length_s,
             frame_shift=hop_length_s,
+            remove_dc_offset=not sherpa,
             dither=dither,
             snip_edges=False,
             low_freq=low_freq_hz,
@@ -74,6 +153,11 @@ class LogMelFrontend(nn.Module):
             for name, parameter in list(module._parameters.items()):
                 del module._parameters[name]
                 module.register_buffer(name, parameter.detach(), persistent=False)
+        if sherpa:  # lhotse builds HTK filters only; _fb is its (K, n_mels) mel matrix
+            banks = slaney_mel_banks(
+                n_mels, self.fbank.fft_length, sample_rate, low_freq_hz, high_freq_hz
+            )
+            self.fbank.register_buffer("_fb", banks, persistent=False)
 
     def num_frames(self, num_samples: torch.Tensor) -> torch.Tensor:
         """Frames of an unpadded utterance of ``num_samples`` samples (Kaldi, snip_edges=False)."""
@@ -117,6 +201,107 @@ class LogMelFrontend(nn.Module):
         return features, feature_lengths
 
 
+class LogMelStream:
+    """The features of :class:`LogMelFrontend` for audio that arrives in pieces.
+
+    Kaldi's ``snip_edges=False`` framing puts frame ``i``'s window on samples
+    ``i * hop - pad .. i * hop - pad + win - 1`` (``pad = (win - hop) // 2``) and reflects the
+    signal at both ends. The start's reflection reads the first samples, known once they have
+    arrived; the end's is known only at :meth:`flush`. So :meth:`pop` gives frames whose
+    windows lie inside the samples received, :meth:`flush` the rest with the end reflection,
+    and the frames of the whole stream equal ``frontend(audio)``'s frames. Only the samples
+    that later frames can still read are kept.
+
+    Usage: :meth:`push` samples, :meth:`pop` up to :attr:`frames_ready` frames, ... then
+    :meth:`flush` once at the end.
+    """
+
+    def __init__(self, frontend: LogMelFrontend) -> None:
+        self.frontend = frontend
+        self.device = next(frontend.buffers()).device
+        self.hop_length = frontend.hop_length
+        self.win_length = frontend.win_length
+        self.left_pad = (frontend.win_length - frontend.hop_length) // 2
+        self._samples = torch.zeros(0, device=self.device)  # audio from _offset on
+        self._offset = 0
+        self._received = 0
+        self._next_frame = 0
+        self._flushed = False
+
+    @property
+    def lookahead_samples(self) -> int:
+        """Samples a frame's window reaches past the end of its hop (Kaldi framing: 120)."""
+        return self.win_length - self.left_pad - self.hop_length
+
+    @property
+    def frames_ready(self) -> int:
+        """Frames :meth:`pop` can give now: their windows lie inside the samples received."""
+        reach = self.win_length - self.left_pad  # frame i reads samples < i * hop + reach
+        if self._flushed or self._received < reach:
+            return 0
+        return (self._received - reach) // self.hop_length + 1 - self._next_frame
+
+    def push(self, samples: torch.Tensor) -> None:
+        """Append ``samples (S,)`` float, 16 kHz, ``[-1, 1]``; any length, 0 included."""
+        if self._flushed:
+            raise ValueError("LogMelStream.push after flush(); start a new stream.")
+        if samples.dim() != 1:
+            raise ValueError(
+                f"LogMelStream.push expects mono samples of shape (S,), got {tuple(samples.shape)}."
+            )
+        samples = samples.to(device=self.device, dtype=torch.float32)
+        self._samples = torch.cat((self._samples, samples))
+        self._received += samples.numel()
+
+    def pop(self, count: int) -> torch.Tensor:
+        """The next ``count`` frames ``(count, F)`` (``count <= frames_ready``)."""
+        if not 0 <= count <= self.frames_ready:
+            raise ValueError(f"LogMelStream.pop({count}): only {self.frames_ready} frames ready.")
+        return self._frames(self._next_frame + count, audio_length=None)
+
+    def flush(self) -> torch.Tensor:
+        """All remaining frames ``(T_rest, F)`` of the stream, its end now known."""
+        if self._flushed:
+            return torch.zeros(0, self.frontend.n_mels, device=self.device)
+        self._flushed = True
+        total = int(self.frontend.num_frames(torch.tensor(self._received)))
+        return self._frames(total, audio_length=self._received)
+
+    def _frames(self, stop: int, audio_length: int | None) -> torch.Tensor:
+        """Frames ``_next_frame .. stop - 1``; ``audio_length`` given once the end is known."""
+        first, hop = self._next_frame, self.hop_length
+        count = stop - first
+        if count <= 0:
+            return torch.zeros(0, self.frontend.n_mels, device=self.device)
+        # The filterbank frames a signal with its own start reflection, so it is given the
+        # samples from one frame earlier and that first frame (and its trailing extra frame)
+        # is dropped: every kept frame then reads only real or reflected-by-us samples.
+        positions = torch.arange(
+            hop * (first - 1),
+            hop * (stop - 1) + self.win_length - self.left_pad,
+            device=self.device,
+        )
+        index = torch.where(positions < 0, -1 - positions, positions)  # start reflection
+        if audio_length is not None:  # end reflection, clamped like LogMelFrontend.forward
+            reflected = (2 * audio_length - 1 - index).clamp(0, max(audio_length - 1, 0))
+            index = torch.where(index >= audio_length, reflected, index)
+        # Only the dropped frame may point outside the kept samples.
+        index = index.clamp(self._offset, self._offset + self._samples.numel() - 1)
+        signal = self._samples[index - self._offset]
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            features = self._filterbank(signal)[1 : 1 + count]
+        self._next_frame = stop
+        keep_from = max(0, hop * stop - self.left_pad)
+        if keep_from > self._offset:
+            self._samples = self._samples[keep_from - self._offset :]
+            self._offset = keep_from
+        return features
+
+    def _filterbank(self, signal: torch.Tensor) -> torch.Tensor:
+        """``(S,)`` samples to the filterbank's ``(T, F)`` frames (its own framing)."""
+        return self.frontend.fbank(signal.unsqueeze(0))[0]
+
+
 class FeatureNormalizer(nn.Module):
     """Global mean and variance normalisation of log-mel bins, estimated while training.
 
@@ -144,9 +329,12 @@ class FeatureNormalizer(nn.Module):
         var = (((features - mean) ** 2) * valid).sum(dim=(0, 1)) / count
         # A cumulative average at first, so early batches are not dominated by the zero init.
         weight = max(self.momentum, 1.0 / float(self.batches_seen + 1))
-        self.mean.lerp_(mean, weight)
-        self.var.lerp_(var, weight)
-        self.batches_seen += 1
+        # A batch with a non-finite value leaves the statistics as they were (no host sync):
+        # one bad batch must not spoil every later step's features.
+        finite = torch.isfinite(mean).all() & torch.isfinite(var).all()
+        self.mean.copy_(torch.where(finite, torch.lerp(self.mean, mean, weight), self.mean))
+        self.var.copy_(torch.where(finite, torch.lerp(self.var, var, weight), self.var))
+        self.batches_seen += finite.long()
 
     def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> torch.Tensor:
         """``(B, T, F)`` log-mel frames to normalised frames; 0 stays 0 past each length."""

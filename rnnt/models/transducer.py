@@ -36,6 +36,7 @@ from rnnt.constants import (
     CONV_KERNEL_SIZE,
     CTC_WEIGHT,
     DROPOUT,
+    FRONTEND_STYLE,
     JOINER_ACTIVATION,
     LOSS_CHUNK_SIZE,
     MAX_SYMBOLS_PER_FRAME,
@@ -43,11 +44,16 @@ from rnnt.constants import (
     SUBSAMPLING_CHANNELS,
     SUBSAMPLING_FACTOR,
 )
-from rnnt.decoding import greedy_search
+from rnnt.decoding import beam_search, check_beam_size, greedy_search
 from rnnt.loss import fused_rnnt_loss
 from rnnt.models.decoder import PredictionNetwork
 from rnnt.models.encoder import ConformerEncoder
-from rnnt.models.frontend import FeatureNormalizer, LogMelFrontend, SpecAugment
+from rnnt.models.frontend import (
+    FeatureNormalizer,
+    LogMelFrontend,
+    SpecAugment,
+    check_frontend_style,
+)
 from rnnt.models.joiner import Joiner
 
 
@@ -57,6 +63,9 @@ class TransducerConfig:
 
     num_classes: int  # V: vocabulary size + 1 (blank)
     n_mels: int = N_MELS
+    # "sherpa" (sherpa-onnx's NeMo log-mel, exact in exports) or "kaldi" (Kaldi fbank); a
+    # checkpoint without this key predates it and is "kaldi" (rnnt.checkpoint.stored_config).
+    frontend_style: str = FRONTEND_STYLE
     d_model: int = 144
     num_layers: int = 4
     num_heads: int = 4
@@ -88,6 +97,7 @@ class TransducerConfig:
             raise ValueError(
                 f"TransducerConfig.blank_id={self.blank_id} is outside [0, {self.num_classes})."
             )
+        check_frontend_style(self.frontend_style)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (ints, floats, bools, strings, lists) for checkpoints and YAML."""
@@ -174,7 +184,7 @@ class Transducer(nn.Module):
     def __init__(self, config: TransducerConfig) -> None:
         super().__init__()
         self.config = config
-        self.frontend = LogMelFrontend(n_mels=config.n_mels)
+        self.frontend = LogMelFrontend(n_mels=config.n_mels, style=config.frontend_style)
         self.normalizer = FeatureNormalizer(n_mels=config.n_mels)
         self.spec_augment = SpecAugment() if config.spec_augment else None
         self.encoder = ConformerEncoder(
@@ -321,16 +331,24 @@ class Transducer(nn.Module):
         audio: torch.Tensor,
         audio_lengths: torch.Tensor,
         max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
+        beam_size: int = 1,
     ) -> list[list[int]]:
-        """Greedy token ids (blank removed) of padded audio ``(B, S)`` with lengths ``(B,)``.
+        """Token ids (blank removed) of padded audio ``(B, S)`` with lengths ``(B,)``.
 
-        Runs in eval mode without gradients and restores the previous mode.
+        ``beam_size=1`` decodes with greedy search, larger values with beam search keeping
+        that many hypotheses per utterance (``rnnt.decoding``). Runs in eval mode without
+        gradients and restores the previous mode.
         """
+        check_beam_size(beam_size)
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
                 encoder_out, encoder_lengths = self.encode(audio, audio_lengths)
-                return greedy_search(self, encoder_out, encoder_lengths, max_symbols_per_frame)
+                if beam_size == 1:
+                    return greedy_search(self, encoder_out, encoder_lengths, max_symbols_per_frame)
+                return beam_search(
+                    self, encoder_out, encoder_lengths, beam_size, max_symbols_per_frame
+                )
         finally:
             self.train(was_training)

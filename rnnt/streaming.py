@@ -1,0 +1,204 @@
+"""Streaming recognition: audio in pieces in, partial token ids out, chunk by chunk.
+
+A :class:`StreamingSession` buffers the audio it is given and, each time a chunk of
+``chunk_ms`` has arrived (plus the few samples the last feature window reaches past it),
+computes that chunk's log-mel frames, runs the encoder on them with its caches
+(:class:`rnnt.models.streaming_encoder.StreamingEncoder`) and continues greedy decoding from
+where the previous chunk stopped. The encoder frames equal those of the full forward
+(``Transducer.encode``) of the whole utterance, so the final ids equal
+:func:`rnnt.decoding.greedy_search`'s on them. This needs a model that sees no future frames
+(attention context ``[left, 0]``, causal convolutions); others are refused with a
+``ValueError`` saying how to train one.
+
+Shapes: S samples (16 kHz), T_c feature frames of a chunk, n encoder frames of a chunk,
+D encoder dimension, H prediction dimension, J joiner dimension.
+
+Like :mod:`rnnt.decoding`, which re-exports it, this module imports no model code at import
+time.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from rnnt.constants import MAX_SYMBOLS_PER_FRAME, STREAMING_CHUNK_MS, STREAMING_FEED_MS
+
+if TYPE_CHECKING:
+    from rnnt.data.tokenizer import Tokenizer
+    from rnnt.models.transducer import Transducer
+
+
+def chunk_feature_frames(model: Transducer, chunk_ms: int) -> int:
+    """Feature frames of a ``chunk_ms`` chunk: a whole number (>= 1) of encoder frames.
+
+    Raises ``ValueError`` naming ``chunk_ms`` and the multiple it must be (40 ms for 10 ms
+    frames and 4x subsampling).
+    """
+    frontend = model.frontend
+    factor = model.encoder.subsampling_factor
+    frame_ms = 1000 * frontend.hop_length / frontend.sample_rate
+    block_ms = frame_ms * factor
+    frames = chunk_ms / frame_ms
+    if isinstance(chunk_ms, bool) or chunk_ms <= 0 or frames != int(frames) or frames % factor:
+        raise ValueError(
+            f"chunk_ms={chunk_ms} must be a positive multiple of {block_ms:g} ms (one encoder "
+            f"frame: {factor} feature frames of {frame_ms:g} ms), e.g. {8 * block_ms:g}."
+        )
+    return int(frames)
+
+
+class _GreedyStream:
+    """Greedy transducer decoding of one stream, continued across chunks.
+
+    The rule of :func:`rnnt.decoding.greedy_search`: at each encoder frame emit the argmax
+    class; a token advances the prediction network and the frame is tried again, at most
+    ``max_symbols_per_frame`` times; blank moves on to the next frame.
+    """
+
+    def __init__(self, model: Transducer, max_symbols_per_frame: int) -> None:
+        if max_symbols_per_frame < 1:
+            raise ValueError(f"max_symbols_per_frame={max_symbols_per_frame} must be >= 1.")
+        self.decoder, self.joiner = model.decoder, model.joiner
+        self.blank = model.config.blank_id
+        self.max_symbols = max_symbols_per_frame
+        device = self.joiner.output.weight.device
+        self.state = self.decoder.initial_state(1, device)
+        start = torch.full((1,), self.blank, device=device)
+        self.predictor_proj = self._advance(start)  # (1, J)
+
+    def _advance(self, token: torch.Tensor) -> torch.Tensor:
+        decoder_out, self.state = self.decoder.step(token, self.state)  # (1, H)
+        return self.joiner.predictor_proj(decoder_out)
+
+    def decode(self, encoder_out: torch.Tensor) -> list[int]:
+        """Token ids emitted on the encoder frames ``(n, D)`` of the next chunk."""
+        encoder_proj = self.joiner.encoder_proj(encoder_out)  # (n, J)
+        emitted: list[int] = []
+        for frame in range(encoder_proj.size(0)):
+            for _ in range(self.max_symbols):
+                logits = self.joiner(encoder_proj[frame : frame + 1], self.predictor_proj)
+                token = logits.argmax(dim=-1)  # (1,)
+                if int(token) == self.blank:
+                    break
+                emitted.append(int(token))
+                self.predictor_proj = self._advance(token)
+        return emitted
+
+
+class StreamingSession:
+    """Recognise one utterance as its audio arrives.
+
+    Args:
+        model: a :class:`Transducer` trained with attention context ``[left, 0]`` and causal
+            convolutions (else ``ValueError``); it is put in eval mode.
+        chunk_ms: audio per encoder chunk, a multiple of one encoder frame (40 ms for 10 ms
+            frames and 4x subsampling; else ``ValueError``).
+        max_symbols_per_frame: most tokens emitted at one encoder frame (as in greedy search).
+
+    Attributes:
+        tokens: the token ids decoded so far (blank removed).
+        chunk_seconds: compute time of each chunk run so far (features, encoder, decoding),
+            seconds; the last entry is :meth:`finish`'s partial chunk if it had frames.
+        lookahead_ms: audio past a chunk's end needed before it can run (the feature
+            window's reach: 7.5 ms), so a chunk's first sample waits
+            ``chunk_ms + lookahead_ms`` (the algorithmic latency).
+    """
+
+    def __init__(
+        self,
+        model: Transducer,
+        chunk_ms: int = STREAMING_CHUNK_MS,
+        max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
+    ) -> None:
+        # Imported here: rnnt.decoding re-exports this module and, like it, imports no model
+        # code at import time (rnnt.models.transducer imports rnnt.decoding).
+        from rnnt.models.frontend import LogMelStream
+        from rnnt.models.streaming_encoder import StreamingEncoder
+
+        self.model = model.eval()
+        self.encoder = StreamingEncoder(model.encoder)
+        self.chunk_ms = chunk_ms
+        self.chunk_frames = chunk_feature_frames(model, chunk_ms)
+        self.features = LogMelStream(model.frontend)
+        self.lookahead_ms = 1000 * self.features.lookahead_samples / model.frontend.sample_rate
+        device = model.joiner.output.weight.device
+        with torch.inference_mode():
+            self.cache = self.encoder.initial_cache(1, device)
+            self.greedy = _GreedyStream(model, max_symbols_per_frame)
+        self.tokens: list[int] = []
+        self.chunk_seconds: list[float] = []
+        self.finished = False
+
+    def accept(self, samples: torch.Tensor) -> list[int]:
+        """Take the next ``samples (S,)`` (float32, 16 kHz, any length) and run every chunk
+        now complete; returns all token ids so far (a partial hypothesis)."""
+        if self.finished:
+            raise ValueError("StreamingSession.accept after finish(); start a new session.")
+        with torch.inference_mode():
+            self.features.push(samples)
+            while self.features.frames_ready >= self.chunk_frames:
+                started = time.perf_counter()
+                self._run(self.features.pop(self.chunk_frames))
+                self.chunk_seconds.append(time.perf_counter() - started)
+        return list(self.tokens)
+
+    def finish(self) -> list[int]:
+        """The audio has ended: run the rest (the end's feature frames, a last partial
+        chunk); returns the final token ids. Later calls return them again."""
+        if not self.finished:
+            self.finished = True
+            with torch.inference_mode():
+                started = time.perf_counter()
+                rest = self.features.flush()
+                if rest.size(0) > 0:
+                    self._run(rest)
+                    self.chunk_seconds.append(time.perf_counter() - started)
+        return list(self.tokens)
+
+    def _run(self, features: torch.Tensor) -> None:
+        """Normalise, encode and decode ``(T_c, F)`` feature frames of the next chunk."""
+        lengths = torch.tensor([features.size(0)], device=features.device)
+        features = self.model.normalizer(features.unsqueeze(0), lengths)  # per frame in eval
+        encoder_out, self.cache = self.encoder(features, self.cache)
+        self.tokens.extend(self.greedy.decode(encoder_out[0]))
+
+
+def streaming_transcribe(
+    model: Transducer,
+    tokenizer: Tokenizer,
+    audio: torch.Tensor,
+    chunk_ms: int = STREAMING_CHUNK_MS,
+    max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
+) -> tuple[str, dict[str, Any]]:
+    """Transcribe ``audio (S,)`` (float32, 16 kHz) as a stream, with latency figures.
+
+    The audio is handed to a :class:`StreamingSession` in pieces of ``STREAMING_FEED_MS``,
+    as a microphone would, as fast as the session takes them.
+
+    Returns:
+        The text and a dict: ``chunk_ms``; ``chunks`` run; ``audio_s`` seconds;
+        ``compute_ms_mean`` and ``compute_ms_p95`` per chunk; ``real_time_factor`` (compute
+        time / audio time); ``algorithmic_latency_ms`` (chunk plus feature-window look-ahead:
+        how long a chunk's first sample waits for the chunk to be complete).
+    """
+    session = StreamingSession(model, chunk_ms, max_symbols_per_frame)
+    sample_rate = model.frontend.sample_rate
+    piece = sample_rate * STREAMING_FEED_MS // 1000
+    for start in range(0, audio.numel(), piece):
+        session.accept(audio[start : start + piece])
+    ids = session.finish()
+    seconds = torch.tensor(session.chunk_seconds or [0.0], dtype=torch.float64)
+    audio_s = audio.numel() / sample_rate
+    stats = {
+        "chunk_ms": chunk_ms,
+        "chunks": len(session.chunk_seconds),
+        "audio_s": round(audio_s, 3),
+        "compute_ms_mean": 1000 * float(seconds.mean()),
+        "compute_ms_p95": 1000 * float(seconds.quantile(0.95)),
+        "real_time_factor": float(seconds.sum()) / max(audio_s, 1e-9),
+        "algorithmic_latency_ms": chunk_ms + session.lookahead_ms,
+    }
+    return tokenizer.decode(ids), stats
