@@ -1,15 +1,23 @@
-"""Load a training checkpoint for inference, safely and with nothing but the file.
+"""Checkpoint files: read safely, write atomically, load for inference with nothing else.
 
 A checkpoint written by ``TransducerModule`` carries the weights, the model configuration and
 the SentencePiece model bytes. It is read with ``torch.load(weights_only=True)``: tensors,
 numbers, strings and containers only, so a checkpoint from an untrusted source cannot run
-code. This module imports neither Lightning nor the data pipeline's loaders.
+code. It is written to a temporary file in the same folder, flushed to disk and renamed over
+the old file, so a process killed mid-write leaves the previous checkpoint whole. This module
+imports neither Lightning nor the data pipeline's loaders.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
+import re
+import secrets
+import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +28,28 @@ from rnnt.models.transducer import Transducer, TransducerConfig
 
 TOKENIZER_KEY = "tokenizer_model"
 MODEL_CONFIG_KEY = "transducer_config"
+# TransducerConfig fields added after checkpoints were first written, with the value the older
+# checkpoints were trained with: a stored config without the key predates the field.
+PREDATING_CONFIG_VALUES: dict[str, Any] = {"frontend_style": "kaldi"}
 STATE_DICT_PREFIX = "model."  # TransducerModule keeps the Transducer as `self.model`
+# A checkpoint being written: ".{name}.{pid}.{random hex}.tmp" next to its final name. Lightning's
+# `--ckpt_path last` only considers "last*.ckpt", so a temporary file is never taken for one.
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+
+MapLocation = str | torch.device | Callable | dict | None
 
 
 class CheckpointError(ValueError):
     """A file that is not a readable rnnt-lightning checkpoint."""
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def read_checkpoint(
+    path: str | Path, map_location: MapLocation = "cpu", *, mmap: bool = False
+) -> dict[str, Any]:
     """The checkpoint's dictionary, read without executing pickled code.
+
+    ``map_location`` is ``torch.load``'s (a device, a string, or a function of storages);
+    ``mmap`` maps the tensors instead of reading them: a quick check of a large file.
 
     Raises:
         CheckpointError: the file is missing, truncated, not a PyTorch file, holds objects
@@ -38,7 +59,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except (
         RuntimeError,
         EOFError,
@@ -65,12 +86,23 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return checkpoint
 
 
+def stored_config(values: dict[str, Any]) -> TransducerConfig:
+    """The :class:`TransducerConfig` of a checkpoint's stored ``transducer_config`` dict.
+
+    The one place where checkpoints of older versions are read: a field missing from them
+    (``PREDATING_CONFIG_VALUES``) takes the value they were trained with, not today's default;
+    e.g. no ``frontend_style`` means the ``"kaldi"`` features. (``TransducerConfig.from_dict``
+    itself fills missing fields with today's defaults, as presets and YAML configs want.)
+    """
+    return TransducerConfig.from_dict({**PREDATING_CONFIG_VALUES, **values})
+
+
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[Transducer, Tokenizer]:
     """The transducer (in eval mode) and its tokenizer from a checkpoint file alone."""
     checkpoint = read_checkpoint(path, map_location)
-    config = TransducerConfig.from_dict(checkpoint[MODEL_CONFIG_KEY])
+    config = stored_config(checkpoint[MODEL_CONFIG_KEY])
     model = Transducer(config)
     state_dict = {
         key[len(STATE_DICT_PREFIX) :]: value
@@ -90,3 +122,84 @@ def load_checkpoint(
             f"{config.num_classes}"
         )
     return model.eval().to(map_location), tokenizer
+
+
+def write_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Write ``checkpoint`` to ``path`` atomically: the file is either the old one or the new one.
+
+    The bytes go to a temporary file in the same folder, which is flushed to disk (fsync) and
+    then renamed over ``path`` (``os.replace``, atomic within a file system); the folder is
+    synced too, so the rename survives a power cut. A process killed at any moment leaves
+    ``path`` as it was, plus at most a temporary file, which the next save removes.
+    """
+    path = Path(path)
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)
+    temporary = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    # O_EXCL: never write through a file or link someone else put there; 0o666 & ~umask
+    # gives the checkpoint the permissions of any other file the user creates.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    _sync_folder(folder)
+
+
+def link_checkpoint(target: str | Path, link: str | Path) -> None:
+    """Point ``link`` at ``target`` atomically (a relative symlink; a copy where links fail).
+
+    As with ``write_checkpoint``, ``link`` is at every moment either the old file or the new
+    link: the link is made under a temporary name and renamed over ``link``.
+    """
+    target, link = Path(target), Path(link)
+    folder = link.parent
+    remove_stale_temporaries(folder)
+    temporary = folder / f".{link.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        try:
+            os.symlink(os.path.relpath(target, folder), temporary)
+        except OSError:  # no symlinks here (some file systems, Windows without rights)
+            shutil.copyfile(target, temporary)
+        if link.is_dir() and not link.is_symlink():
+            shutil.rmtree(link)
+        os.replace(temporary, link)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    _sync_folder(folder)
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that killed writers of other processes left in ``folder``.
+
+    Only names of the form ``write_checkpoint`` uses are touched, and not this process's own
+    (which a writer of this process may be filling). Returns the paths removed.
+    """
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            match = _TEMPORARY.match(entry.name)
+            if match and int(match["pid"]) != os.getpid():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
+
+
+def _sync_folder(folder: Path) -> None:
+    # Make the rename itself durable; not every file system lets a folder be opened or synced.
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)

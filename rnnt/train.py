@@ -7,6 +7,7 @@ AdamW with a warmup schedule, and validation by loss and greedy word error rate.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from typing import Any
@@ -14,9 +15,11 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torchmetrics import Metric
 from torchmetrics.text import WordErrorRate
 
-from rnnt.checkpoint import MODEL_CONFIG_KEY, TOKENIZER_KEY
+from rnnt.checkpoint import MODEL_CONFIG_KEY, TOKENIZER_KEY, CheckpointError, stored_config
 from rnnt.constants import (
     ADAM_BETAS,
     ATTENTION_CONTEXT_SIZE,
@@ -39,10 +42,34 @@ from rnnt.models.transducer import Transducer, config_from_preset
 from rnnt.scheduler import build_scheduler
 
 log = logging.getLogger(__name__)
+# TransducerConfig fields that change what trained weights mean without changing their shapes:
+# a checkpoint is only loaded into a model that agrees on them.
+WEIGHT_MEANING_FIELDS = ("frontend_style", "joiner_activation", "blank_id")
 
 
 class NonFiniteLossError(RuntimeError):
     """Raised when too many steps in a row had a loss that was NaN or infinite."""
+
+
+class UtteranceMean(Metric):
+    """Mean over utterances of per-batch means, weighted by each batch's utterance count.
+
+    Summed over DDP ranks when computed. (torchmetrics' ``MeanMetric`` drops NaN values, or
+    with ``nan_strategy="disable"`` ignores the weights; a diverged model's loss must show.)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.zeros(()), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(()), dist_reduce_fx="sum")
+
+    def update(self, batch_mean: torch.Tensor, batch_size: int) -> None:
+        if batch_size:
+            self.total += batch_mean.detach().float() * batch_size
+            self.count += batch_size
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.count
 
 
 class TransducerModule(pl.LightningModule):
@@ -96,9 +123,14 @@ class TransducerModule(pl.LightningModule):
             **(model_overrides or {}),
         )
         self.model = Transducer(config)
+        # Metric objects sum their states over DDP ranks when computed: the validation
+        # figures are those of the whole set, whatever the number of ranks.
+        self.val_loss = UtteranceMean()
+        self.test_loss = UtteranceMean()
         self.val_wer = WordErrorRate()
         self.test_wer = WordErrorRate()
         self._nonfinite_in_a_row = 0
+        self._drop_gradients = False
         self._text_examples: list[tuple[str, str]] = []
 
     # --- steps --------------------------------------------------------------------------
@@ -109,9 +141,12 @@ class TransducerModule(pl.LightningModule):
         )
 
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
-        if batch is None:  # every utterance of the batch failed to load (already counted)
+        if batch is None:  # one process: every utterance failed to load (already counted)
             return None
-        loss = self(batch)
+        # Under DDP a batch that failed to load is stood in for (rnnt.data.dataset): this rank
+        # must still run the step, since gradients are exchanged, but must not learn from it.
+        stand_in = "counted" in batch and not bool(batch["counted"].any())
+        loss = self._zero_loss() if stand_in else self(batch)
         finite = torch.isfinite(loss.detach())
         # Every rank must agree, or DDP would wait forever for the gradients of a skipped step.
         if not self.trainer.strategy.reduce_boolean_decision(bool(finite), all=True):
@@ -119,7 +154,7 @@ class TransducerModule(pl.LightningModule):
             log.warning(
                 "step %d: non-finite loss (%s), step skipped (%d in a row)",
                 self.global_step,
-                loss.item(),
+                loss.item() if not finite else f"on another rank; {loss.item():.4g} here",
                 self._nonfinite_in_a_row,
             )
             if self._nonfinite_in_a_row >= self.hparams.max_nonfinite_steps:
@@ -129,8 +164,10 @@ class TransducerModule(pl.LightningModule):
                     "model.warmup_steps, or check the data for empty or mislabelled audio. "
                     "Resume from the last good checkpoint with --ckpt_path last."
                 )
-            return None
+            return self._skip_step()
         self._nonfinite_in_a_row = 0
+        if stand_in:
+            return loss
         batch_size = len(batch["texts"])
         self.log("train_loss", loss, prog_bar=True, batch_size=batch_size)
         self.log(
@@ -140,31 +177,70 @@ class TransducerModule(pl.LightningModule):
         )
         return loss
 
+    def _zero_loss(self) -> torch.Tensor:
+        # 0, reaching every trainable parameter: a backward pass that exchanges zero gradients.
+        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+
+    def _skip_step(self) -> torch.Tensor | None:
+        # One process: returning None makes Lightning skip backward and the optimizer step.
+        # DDP forbids that (the other ranks' backward would wait for this one's gradients), so
+        # every rank runs backward on a zero loss and the gradients are dropped afterwards:
+        # AdamW leaves parameters without gradients untouched (no step, no weight decay).
+        if self.trainer.world_size == 1:
+            return None
+        self._drop_gradients = True
+        return self._zero_loss()
+
+    def on_after_backward(self) -> None:
+        if self._drop_gradients:
+            self._drop_gradients = False
+            for parameter in self.parameters():
+                parameter.grad = None
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         norms = [p.grad.detach().norm(2) for p in self.parameters() if p.grad is not None]
         if norms:
             self.log("grad_norm", torch.stack(norms).norm(2), on_step=True, on_epoch=False)
 
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val", self.val_wer)
+        self._evaluate(batch, batch_idx, "val", self.val_loss, self.val_wer)
 
     def test_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test", self.test_wer)
+        self._evaluate(batch, batch_idx, "test", self.test_loss, self.test_wer)
 
     def _evaluate(
-        self, batch: dict[str, Any] | None, batch_idx: int, split: str, wer: WordErrorRate
+        self,
+        batch: dict[str, Any] | None,
+        batch_idx: int,
+        split: str,
+        mean_loss: UtteranceMean,
+        wer: WordErrorRate,
     ) -> None:
         if batch is None:
             return
-        batch_size = len(batch["texts"])
         # One encoder pass serves both the loss and the greedy transcripts.
         encoder_out, encoder_lengths = self.model.encode(batch["audio"], batch["audio_lengths"])
-        loss = self.model.loss(
-            encoder_out, encoder_lengths, batch["targets"], batch["target_lengths"]
-        )
-        self.log(f"{split}_loss", loss, prog_bar=True, sync_dist=True, batch_size=batch_size)
+        # Only counted utterances are scored: under DDP the sampler pads the last round with
+        # copies, and a batch that failed to load is stood in for (rnnt.data.dataset).
+        counted = batch.get("counted")
+        if counted is None:
+            counted = torch.ones(len(batch["texts"]), dtype=torch.bool)
+        counted = counted.to(encoder_out.device)
+        keep = counted.nonzero().flatten().tolist()
+        loss = torch.zeros((), device=encoder_out.device)
+        if keep:
+            loss = self.model.loss(
+                encoder_out[counted],
+                encoder_lengths[counted],
+                batch["targets"][counted],
+                batch["target_lengths"][counted],
+            )
+        mean_loss.update(loss, len(keep))
         hypotheses = self._decode(encoder_out, encoder_lengths)
-        wer.update(hypotheses, batch["texts"])
+        wer.update([hypotheses[i] for i in keep], [batch["texts"][i] for i in keep])
+        # Every rank logs at every step, so that every rank joins the epoch-end reduction.
+        batch_size = len(batch["texts"])
+        self.log(f"{split}_loss", mean_loss, prog_bar=True, on_epoch=True, batch_size=batch_size)
         self.log(f"{split}_wer", wer, prog_bar=True, on_epoch=True, batch_size=batch_size)
         if split == "val" and batch_idx == 0:
             self._text_examples = list(zip(batch["texts"], hypotheses, strict=True))[
@@ -226,6 +302,36 @@ class TransducerModule(pl.LightningModule):
         checkpoint[TOKENIZER_KEY] = self.tokenizer.model_bytes
         checkpoint[MODEL_CONFIG_KEY] = self.model.config.to_dict()
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Resume, validate and test build the model from the configuration, then load weights
+        # into it; fields that change what the weights mean but not their shapes would
+        # mismatch silently (another front end's features: a WER near 100 %). The checkpoint's
+        # values win: the model is rebuilt before its weights are loaded.
+        if MODEL_CONFIG_KEY not in checkpoint:
+            return
+        stored = stored_config(checkpoint[MODEL_CONFIG_KEY])
+        config = self.model.config
+        differing = {
+            field: getattr(stored, field)
+            for field in WEIGHT_MEANING_FIELDS
+            if hasattr(config, field) and getattr(stored, field) != getattr(config, field)
+        }
+        if not differing:
+            return
+        path = getattr(self._trainer, "ckpt_path", None) or "the checkpoint"
+        change = ", ".join(
+            f"{field}={value!r} (configured: {getattr(config, field)!r})"
+            for field, value in differing.items()
+        )
+        if self._trainer is not None and self.trainer.strategy.restore_checkpoint_after_setup:
+            # The strategy has wrapped the model already; it cannot be swapped now.
+            raise CheckpointError(
+                f"{path}: its model was trained with {change}; set these in model.model_overrides"
+            )
+        log.warning("%s: the checkpoint's model was trained with %s; using that", path, change)
+        self.model = Transducer(dataclasses.replace(config, **differing))
+
+    @rank_zero_only
     def on_train_start(self) -> None:
         log.info(
             "model: %s preset, %.2fM parameters, %d output classes",

@@ -50,7 +50,7 @@ def test_resample_keeps_a_tone_and_the_duration():
 
 def test_noise_source_errors_on_empty_or_missing_folder(tmp_path):
     (tmp_path / "README.txt").write_text("not audio")
-    with pytest.raises(ValueError, match=r"no audio file under.*looked at 1 files"):
+    with pytest.raises(ValueError, match=r"no readable audio file under.*looked at 1 files"):
         NoiseSource(tmp_path)
     with pytest.raises(FileNotFoundError, match="noise_path: null"):
         NoiseSource(tmp_path / "missing")

@@ -231,3 +231,72 @@ def test_non_finite_losses_skip_steps_then_stop_the_run(tiny_corpus, tmp_path):
     # Lightning still counts the skipped steps, but no gradient reached the weights.
     for name, parameter in module.named_parameters():
         assert torch.equal(parameter, before[name]), name
+
+
+def _module_with_trainer(tokenizer_path: Path, world_size: int):
+    """A TransducerModule whose trainer is a stand-in: ranks that all agree, no logging."""
+    from types import SimpleNamespace
+
+    from rnnt.train import TransducerModule
+    from tests.tiny import TINY_MODEL
+
+    module = TransducerModule(str(tokenizer_path), model_overrides=TINY_MODEL)
+    strategy = SimpleNamespace(reduce_boolean_decision=lambda decision, all=True: decision)
+    module._trainer = SimpleNamespace(strategy=strategy, world_size=world_size, global_step=0)
+    return module
+
+
+def _batch(counted: list[bool]) -> dict:
+    size = len(counted)
+    return {
+        "audio": torch.randn(size, 16_000) * 0.1,
+        "audio_lengths": torch.full((size,), 16_000),
+        "targets": torch.ones(size, 3, dtype=torch.int64),
+        "target_lengths": torch.full((size,), 3),
+        "texts": ["a"] * size,
+        "ids": [f"x:{i}" for i in range(size)],
+        "counted": torch.tensor(counted),
+    }
+
+
+def test_ddp_stand_in_batch_exchanges_zero_gradients(tiny_corpus):
+    module = _module_with_trainer(tiny_corpus / "tokenizer.model", world_size=2)
+    loss = module.training_step(_batch([False, False]), 0)
+    assert loss.item() == 0
+    loss.backward()
+    module.on_after_backward()
+    # Every parameter takes part (DDP waits for all of them), with a zero gradient.
+    for name, parameter in module.named_parameters():
+        assert parameter.grad is not None and not parameter.grad.any(), name
+
+
+def test_ddp_non_finite_step_runs_backward_then_drops_the_gradients(tiny_corpus):
+    module = _module_with_trainer(tiny_corpus / "tokenizer.model", world_size=2)
+    module.model.forward = lambda *args: next(module.parameters()).sum() * float("nan")
+    loss = module.training_step(_batch([True]), 0)  # DDP forbids returning None
+    assert loss is not None and loss.item() == 0
+    loss.backward()
+    module.on_after_backward()
+    # AdamW skips parameters without gradients: no update, no weight decay, no moment step.
+    assert all(parameter.grad is None for parameter in module.parameters())
+
+
+def test_loading_a_checkpoint_adopts_the_fields_that_give_its_weights_their_meaning(
+    tiny_corpus,
+):
+    from rnnt.train import TransducerModule
+    from tests.tiny import TINY_MODEL
+
+    trained = TransducerModule(
+        str(tiny_corpus / "tokenizer.model"),
+        model_overrides={**TINY_MODEL, "joiner_activation": "relu"},
+    )
+    checkpoint = {"state_dict": trained.state_dict()}
+    trained.on_save_checkpoint(checkpoint)
+    # Built from a configuration that says otherwise (as `rnnt validate --ckpt_path` does).
+    module = TransducerModule(str(tiny_corpus / "tokenizer.model"), model_overrides=TINY_MODEL)
+    assert module.model.config.joiner_activation == "tanh"
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"])
+    assert module.model.config.joiner_activation == "relu"
+    assert module.model.joiner.activation == "relu"

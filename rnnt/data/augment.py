@@ -69,6 +69,15 @@ def resample(waveform: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Ten
     return get_or_create_resampler(int(orig_rate), int(new_rate))(waveform)
 
 
+# Extensions of files that are meant to be audio: unreadable ones are reported, other files
+# (README, LICENSE, metadata) are passed over silently.
+_AUDIO_SUFFIXES = frozenset(
+    {f".{name.lower()}" for name in soundfile.available_formats()}
+    | {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".m4a", ".sph"}
+)
+_REPORTED_FILES = 5  # unreadable noise files named in a message
+
+
 class NoiseSource:
     """Every audio file soundfile can read below ``folder``, served as random segments.
 
@@ -77,6 +86,13 @@ class NoiseSource:
     looped from a random phase, for files shorter than the segment (those are kept decoded,
     up to ``NOISE_CACHE_FILES`` per process). Any channel count and sample rate is accepted;
     segments are mono at ``sample_rate``.
+
+    Faults: a folder without one readable audio file is an error at start-up (noise was asked
+    for; training silently without it would change the recipe). Files with an audio
+    extension whose header cannot be read, or that hold no sample, are left out with one
+    warning naming them. A file that fails while being read later (truncated) is dropped
+    from this process's pool with one warning; with no file left, segments are ``None``
+    and training goes on without noise.
     """
 
     def __init__(self, folder: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> None:
@@ -89,6 +105,7 @@ class NoiseSource:
             )
         self.files: list[str] = []
         self._info: list[tuple[int, int]] = []  # (sample rate Hz, frames) of each file
+        self.unreadable: list[str] = []  # "path: why" of audio-named files left out
         looked_at = 0
         for root, dirs, names in os.walk(self.folder):
             dirs[:] = sorted(name for name in dirs if not name.startswith("."))
@@ -97,19 +114,36 @@ class NoiseSource:
                     continue
                 looked_at += 1
                 path = os.path.join(root, name)
+                if not os.path.isfile(path):  # a FIFO or device would block the open below
+                    continue
                 try:
                     info = soundfile.info(path)
-                except (soundfile.LibsndfileError, RuntimeError, OSError):
+                    if info.frames <= 0 or info.samplerate <= 0:
+                        raise ValueError("holds no sample (empty)")
+                except (soundfile.LibsndfileError, RuntimeError, OSError, ValueError) as error:
+                    if Path(name).suffix.lower() in _AUDIO_SUFFIXES:
+                        self.unreadable.append(f"{path}: {error}")
                     continue  # not audio (README, metadata): not a noise source
-                if info.frames > 0:
-                    self.files.append(path)
-                    self._info.append((int(info.samplerate), int(info.frames)))
+                self.files.append(path)
+                self._info.append((int(info.samplerate), int(info.frames)))
+        unreadable = " | ".join(self.unreadable[:_REPORTED_FILES])
         if not self.files:
             raise ValueError(
-                f"no audio file under background noise folder {self.folder} (looked at "
-                f"{looked_at} files; any format soundfile reads counts: wav, flac, ogg, ...); "
-                "add noise recordings or turn noise off (noise_path: null)"
+                f"no readable audio file under background noise folder {self.folder} (looked "
+                f"at {looked_at} files, {len(self.unreadable)} of them unreadable audio"
+                + (f": {unreadable}" if unreadable else "")
+                + "; any format soundfile reads counts: wav, flac, ogg, ...); add noise "
+                "recordings or turn noise off (noise_path: null)"
             )
+        if self.unreadable:
+            logger.warning(
+                "background noise: left out %d unreadable audio files of %s (using %d): %s",
+                len(self.unreadable),
+                self.folder,
+                len(self.files),
+                unreadable,
+            )
+        self._usable = list(range(len(self.files)))
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
 
     def __len__(self) -> int:
@@ -123,9 +157,12 @@ class NoiseSource:
     def segment(self, num_samples: int, rng: np.random.Generator) -> torch.Tensor | None:
         """A random (num_samples,) float32 noise segment at ``sample_rate`` Hz.
 
-        Returns ``None`` (and logs) when the chosen file cannot be read any more.
+        Returns ``None`` when the chosen file cannot be read (it is dropped from this
+        process's pool, with one warning) or when no readable file is left.
         """
-        index = int(rng.integers(len(self.files)))
+        if not self._usable:
+            return None
+        index = self._usable[int(rng.integers(len(self._usable)))]
         rate, frames = self._info[index]
         needed = math.ceil(num_samples * rate / self.sample_rate) + 1
         try:
@@ -140,7 +177,15 @@ class NoiseSource:
                 )
                 noise = whole[positions]
         except (soundfile.LibsndfileError, RuntimeError, OSError, ValueError) as error:
-            logger.warning("background noise: cannot read %s (%s)", self.files[index], error)
+            self._usable.remove(index)
+            logger.warning(
+                "background noise: cannot read %s (%s); dropped from the noise files of this "
+                "process, %d left%s",
+                self.files[index],
+                error,
+                len(self._usable),
+                "" if self._usable else ": training goes on without noise",
+            )
             return None
         if noise.numel() < num_samples:  # resampling rounds down by a sample at most
             noise = torch.nn.functional.pad(noise, (0, num_samples - noise.numel()))

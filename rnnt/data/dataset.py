@@ -16,7 +16,8 @@
 
 Batches are dicts: ``audio`` (B, S) float32 at 16 kHz, ``audio_lengths`` (B,) int64 samples,
 ``targets`` (B, U) int64 padded with 0, ``target_lengths`` (B,) int64, ``texts`` list of B
-normalised transcripts, ``ids`` list of B utterance ids (``"{manifest name}:{line}"``).
+normalised transcripts, ``ids`` list of B utterance ids (``"{manifest name}:{line}"``),
+``counted`` (B,) bool: False for DDP stand-ins and sampler copies (see ``TransducerDataset``).
 
 Under DDP, build the Trainer with ``use_distributed_sampler=False``: the lhotse sampler
 already splits the data by rank, and Lightning would otherwise wrap it a second time.
@@ -27,6 +28,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
+import signal
+from collections import Counter
 
 import lightning.pytorch as pl
 import numpy as np
@@ -38,7 +42,9 @@ from torch.utils.data import DataLoader, Dataset
 from rnnt.constants import (
     BATCH_SIZE,
     BG_NOISE_PATH,
+    DDP_PLACEHOLDER_SECONDS,
     MAX_BATCH_DURATION,
+    MAX_DECODE_DURATION,
     MAX_UTTERANCE_DURATION,
     MIN_UTTERANCE_DURATION,
     NOISE_PROBABILITY,
@@ -55,12 +61,19 @@ from rnnt.constants import (
     VAL_MANIFEST,
 )
 from rnnt.data.augment import BackgroundNoise, NoiseSource, RandomSpeed
-from rnnt.data.cuts import AudioRecord, CutSource, load_audio_records, load_mono
-from rnnt.data.manifest import ManifestError
+from rnnt.data.cuts import (
+    AudioRecord,
+    CutSource,
+    describe_error,
+    load_audio_records_with_stats,
+    load_mono,
+)
+from rnnt.data.manifest import ManifestError, ManifestStats
 from rnnt.data.sampling import BucketingSampler
 from rnnt.data.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
+_SAMPLER_COPY = re.compile(r"_dup\d+$")  # lhotse.dataset.sampling.base.mark_as_duplicate
 
 
 class TransducerDataset(Dataset):
@@ -70,8 +83,15 @@ class TransducerDataset(Dataset):
     truncated, non-finite samples) is skipped with a warning and counted in
     ``num_skipped`` (shared by all workers). When every cut of a batch fails: with one
     process (``world_size == 1``) the result is ``None`` and ``SkippingDataLoader`` moves on
-    to the next batch; under DDP this worker's last good batch is repeated instead, so that
-    every rank still runs the same number of steps (``None`` only if it has none yet).
+    to the next batch; under DDP every rank must run the same number of steps (each step is
+    a collective), so this worker's last good batch stands in (or, before it has one,
+    ``DDP_PLACEHOLDER_SECONDS`` of silence), marked as not counted.
+
+    ``counted`` (B,) bool marks the utterances that count: False for stand-ins and for the
+    copies lhotse's sampler adds under DDP so that every rank gets a batch at the end of the
+    data (ids ending in ``_dup<N>``). Validation and test score counted utterances only, so
+    their figures are the same with any number of ranks; a step with nothing counted trains
+    with a zero loss (its gradients are zero but still exchanged).
     """
 
     def __init__(
@@ -119,6 +139,7 @@ class TransducerDataset(Dataset):
         if not waveforms:
             return self._fallback(cuts)
         batch = collate(waveforms, token_ids, texts, ids)
+        batch["counted"] = torch.tensor([not is_sampler_copy(cut_id) for cut_id in ids])
         if self.world_size > 1:
             self._last_good = batch
         return batch
@@ -135,18 +156,25 @@ class TransducerDataset(Dataset):
             cut.id,
             source,
             type(error).__name__,
-            _first_line(error),
+            describe_error(error),
             total,
         )
 
     def _fallback(self, cuts: CutSet) -> dict | None:
         logger.warning("every utterance of a batch failed to load (%s)", ", ".join(cuts.ids))
-        if self.world_size > 1 and self._last_good is not None:
-            return {
+        if self.world_size == 1:
+            return None
+        if self._last_good is None:
+            silence = torch.zeros(round(DDP_PLACEHOLDER_SECONDS * SAMPLE_RATE))
+            one_token = torch.ones(1, dtype=torch.int64)  # any non-blank id
+            stand_in = collate([silence], [one_token], [""], ["<placeholder>"])
+        else:
+            stand_in = {
                 key: value.clone() if isinstance(value, torch.Tensor) else list(value)
                 for key, value in self._last_good.items()
             }
-        return None
+        stand_in["counted"] = torch.zeros(len(stand_in["texts"]), dtype=torch.bool)
+        return stand_in
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -156,10 +184,24 @@ class TransducerDataset(Dataset):
         return state
 
 
-def _first_line(error: Exception) -> str:
-    # lhotse appends the whole cut's repr to its errors; the first line is the cause.
-    lines = str(error).strip().splitlines()
-    return lines[0][:300] if lines else ""
+def _log_unknown_characters(manifest: str, records: list[AudioRecord], tokenizer: Tokenizer):
+    known = tokenizer.known_characters
+    unknown: Counter[str] = Counter()
+    affected = 0
+    for record in records:
+        missing = set(record.text) - known
+        if missing:
+            affected += 1
+            unknown.update(missing)
+    if affected:
+        logger.warning(
+            "%s: %d of %d transcripts have characters the tokenizer never saw (they train as "
+            "the unknown piece): %s; retrain the tokenizer on this text if they matter",
+            manifest,
+            affected,
+            len(records),
+            ", ".join(f"{char!r} ({count})" for char, count in unknown.most_common(10)),
+        )
 
 
 def collate(
@@ -181,6 +223,49 @@ def collate(
         "texts": texts,
         "ids": ids,
     }
+
+
+def is_sampler_copy(cut_id: str) -> bool:
+    """True for a copy lhotse's sampler made to give every DDP rank a batch at the end.
+
+    lhotse appends ``_dup<N>`` to the id of such a copy; our ids end in the manifest line
+    number (``name:line``), so no original id has that ending.
+    """
+    return _SAMPLER_COPY.search(cut_id) is not None
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """Data-loader workers ignore SIGTERM, SIGUSR1 and SIGUSR2.
+
+    Schedulers (SLURM, systemd) signal every process of a job, workers included. A worker
+    killed by the signal would fail the run before the main process saves its checkpoint
+    (``rnnt.callbacks.StopOnSignal``); workers end with the main process anyway.
+    """
+    for name in ("SIGTERM", "SIGUSR1", "SIGUSR2"):
+        signal.signal(signal.Signals[name], signal.SIG_IGN)
+
+
+class ResumedSampler:
+    """Iterates ``sampler`` (lhotse's, rank-aware) but starts its next epoch ``skip`` batches in.
+
+    Only batch boundaries (cut durations) are computed for the skipped batches: no audio is
+    read. Later epochs start from the beginning.
+    """
+
+    def __init__(self, sampler: BucketingSampler, skip: int) -> None:
+        self.sampler = sampler
+        self.skip = skip
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        iterator = iter(self.sampler)
+        for _ in range(self.skip):
+            if next(iterator, None) is None:
+                break
+        self.skip = 0
+        return iterator
 
 
 class SkippingDataLoader(DataLoader):
@@ -209,8 +294,11 @@ class TransducerDataModule(pl.LightningDataModule):
         noise_probability: chance a training utterance gets noise.
         snr_range_db: [low, high] dB, the noise SNR is drawn uniformly from it.
         min_duration, max_duration: seconds; training utterances outside are skipped.
+        max_eval_duration: seconds; longer val/test utterances are skipped (the model would
+            run on each in one piece); None: no limit.
         skip_invalid: skip bad manifest lines and unreadable audio (with a warning) instead
-            of stopping with an error naming file:line.
+            of stopping with an error naming file:line. Skips at setup are counted per split
+            in ``setup_stats``, skips while loading audio in ``num_skipped_utterances``.
         seed: shuffling, speed factors and bucket choice.
         world_size, rank: override the DDP layout (testing); None: from torch.distributed.
     """
@@ -231,6 +319,7 @@ class TransducerDataModule(pl.LightningDataModule):
         snr_range_db: list[float] = NOISE_SNR_RANGE_DB,
         min_duration: float = MIN_UTTERANCE_DURATION,
         max_duration: float = MAX_UTTERANCE_DURATION,
+        max_eval_duration: float | None = MAX_DECODE_DURATION,
         skip_invalid: bool = True,
         seed: int = SEED,
         world_size: int | None = None,
@@ -258,14 +347,17 @@ class TransducerDataModule(pl.LightningDataModule):
         self.snr_range_db = list(snr_range_db)
         self.min_duration = min_duration
         self.max_duration = max_duration
+        self.max_eval_duration = max_eval_duration
         self.skip_invalid = skip_invalid
         self.seed = seed
         self.world_size = world_size
         self.rank = rank
         self._tokenizer: Tokenizer | None = None
         self._records: dict[str, list[AudioRecord]] = {}
+        self.setup_stats: dict[str, ManifestStats] = {}
         self._noise: NoiseSource | None = None
         self._datasets: list[TransducerDataset] = []
+        self._resume_at: tuple[int, int] | None = None
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -284,7 +376,9 @@ class TransducerDataModule(pl.LightningDataModule):
 
         ``fit``: train and val; ``validate``: val; ``test``: test; None: all three. Duration
         filtering (``min_duration``/``max_duration``) applies to training only: val and test
-        are scored on every utterance.
+        are scored on every utterance up to ``max_eval_duration``. What each split skipped is
+        kept in ``setup_stats``; transcripts with characters the tokenizer never saw are
+        logged (they train on the unknown piece).
         """
         splits = {
             "fit": ("train", "val"),
@@ -298,12 +392,13 @@ class TransducerDataModule(pl.LightningDataModule):
                 continue
             manifest = getattr(self, f"{split}_manifest")
             is_train = split == "train"
-            records = load_audio_records(
+            records, stats = load_audio_records_with_stats(
                 manifest,
                 min_duration=self.min_duration if is_train else None,
-                max_duration=self.max_duration if is_train else None,
+                max_duration=self.max_duration if is_train else self.max_eval_duration,
                 skip_invalid=self.skip_invalid,
             )
+            self.setup_stats[split] = stats
             if not records:
                 raise ManifestError(
                     manifest,
@@ -316,6 +411,7 @@ class TransducerDataModule(pl.LightningDataModule):
                     )
                     + "; check the manifest and the warnings above",
                 )
+            _log_unknown_characters(manifest, records, self.tokenizer)
             self._records[split] = records
         if "train" in splits and self._noise is None and self._uses_noise():
             self._noise = NoiseSource(self.noise_path, SAMPLE_RATE)
@@ -362,6 +458,11 @@ class TransducerDataModule(pl.LightningDataModule):
             noise = BackgroundNoise(self._noise, self.noise_probability, self.snr_range_db)
         dataset = TransducerDataset(self.tokenizer, noise=noise, world_size=sampler.world_size)
         self._datasets.append(dataset)
+        if split == "train" and self._resume_at is not None:
+            epoch, batches_done = self._resume_at
+            self._resume_at = None
+            sampler.set_epoch(epoch)
+            sampler = ResumedSampler(sampler, batches_done)
         return SkippingDataLoader(
             dataset,
             sampler=sampler,
@@ -369,7 +470,30 @@ class TransducerDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            worker_init_fn=ignore_stop_signals,
         )
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training stands in the current epoch, saved in every checkpoint.
+
+        A checkpoint written mid-epoch (on SIGTERM, or every N steps) records the epoch and
+        the batches this rank has trained on in it; resuming continues with the next batch
+        of the same order instead of starting the epoch's data over. Empty at an epoch's end.
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        if progress.is_last_batch or not progress.current.processed:
+            return {}
+        return {
+            "train_epoch": trainer.current_epoch,
+            "train_batches_done": progress.current.processed,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        if "train_epoch" in state_dict:
+            self._resume_at = (state_dict["train_epoch"], state_dict["train_batches_done"])
 
     def train_dataloader(self) -> SkippingDataLoader:
         return self.make_dataloader("train")

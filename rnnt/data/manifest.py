@@ -7,7 +7,14 @@ One utterance a line::
 ``audio_filepath`` (required) is absolute or relative to the manifest's folder; ``duration``
 (required) is seconds, a finite number > 0; ``text`` (required) is the transcript; ``offset``
 (optional) is where the utterance starts in the file, seconds >= 0. Any other field is kept in
-``Utterance.extra``. Empty or whitespace-only lines are ignored.
+``Utterance.extra``. Empty or whitespace-only lines are ignored, and so are Windows line endings
+and a UTF-8 byte order mark at the start of any line (concatenated files keep theirs).
+
+Reading never fails with anything but ``ManifestError`` on the file's content, whatever its
+bytes: invalid UTF-8, lone surrogate escapes, JSON nested too deeply for the parser, integers
+too large for a float and lines longer than ``MANIFEST_MAX_LINE_BYTES`` are bad lines like any
+other. Files that are not JSON lines at all (gzip, zip, UTF-16, audio) are refused as a whole,
+naming what they look like.
 
 Reading is strict by default: the first bad line raises a ``ManifestError`` that names the file,
 the line and what is wrong. ``skip_invalid=True`` skips bad lines instead and logs, once per
@@ -29,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rnnt.constants import MANIFEST_SKIP_EXAMPLES
+from rnnt.constants import MANIFEST_MAX_LINE_BYTES, MANIFEST_SKIP_EXAMPLES
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +49,22 @@ SKIP_EMPTY_TEXT = "empty_text"
 SKIP_MISSING_AUDIO = "missing_audio"
 SKIP_TOO_SHORT = "too_short"  # filtering, never an error
 SKIP_TOO_LONG = "too_long"  # filtering, never an error
+# Set by rnnt.data.cuts, which reads the audio headers:
+SKIP_UNREADABLE_AUDIO = "unreadable_audio"  # no readable header (not audio), or no sample
+SKIP_DURATION_MISMATCH = "duration_mismatch"  # offset/duration beyond the end of the file
+_BOM = b"\xef\xbb\xbf"
+# Leading bytes of files that are not UTF-8 JSON lines, and what to tell the user.
+_NOT_JSON_LINES = (
+    (b"\x1f\x8b", "is gzip-compressed; decompress it first (gunzip)"),
+    (b"PK\x03\x04", "is a zip archive, not a JSON-lines manifest; extract it first"),
+    (b"\xff\xfe\x00\x00", "is UTF-32 encoded; re-encode it as UTF-8"),
+    (b"\xff\xfe", "is UTF-16 encoded; re-encode it as UTF-8"),
+    (b"\xfe\xff", "is UTF-16 encoded; re-encode it as UTF-8"),
+    (b"RIFF", "is a WAV/RIFF audio file, not a JSON-lines manifest"),
+    (b"fLaC", "is a FLAC audio file, not a JSON-lines manifest"),
+    (b"OggS", "is an Ogg audio file, not a JSON-lines manifest"),
+    (b"ID3", "is an MP3 audio file, not a JSON-lines manifest"),
+)
 _MANIFEST_FILE_MODE = 0o644
 
 
@@ -97,8 +120,10 @@ class ManifestStats:
     """What reading one manifest kept and skipped.
 
     ``skipped`` counts skipped lines per reason (``invalid``, ``empty_text``,
-    ``missing_audio``, ``too_short``, ``too_long``); ``examples`` quotes the first few as
-    ``"file:line: why"``; ``kept_duration`` is the seconds of audio kept.
+    ``missing_audio``, ``too_short``, ``too_long``; ``unreadable_audio`` and
+    ``duration_mismatch`` once the audio headers are read); ``examples`` quotes the first few
+    as ``"file:line: why"``; ``kept_duration`` is the seconds of audio kept; ``partial_audio``
+    counts kept utterances without an offset that use only the start of a longer file.
     """
 
     path: str
@@ -106,15 +131,28 @@ class ManifestStats:
     kept_duration: float = 0.0
     skipped: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
+    partial_audio: int = 0
 
     @property
     def num_skipped(self) -> int:
         return sum(self.skipped.values())
 
-    def _skip(self, reason: str, line: int, why: str) -> None:
+    def skip(self, reason: str, line: int, why: str) -> None:
+        """Count line ``line`` as skipped for ``reason``; ``why`` is quoted if among the first."""
         self.skipped[reason] += 1
         if len(self.examples) < MANIFEST_SKIP_EXAMPLES:
             self.examples.append(f"{self.path}:{line}: {why}")
+
+    def summary(self) -> str:
+        """One line: kept, skipped per reason, the first examples."""
+        counts = ", ".join(f"{reason}: {count}" for reason, count in sorted(self.skipped.items()))
+        text = (
+            f"{self.path}: kept {self.kept} utterances ({self.kept_duration:.1f} s), "
+            f"skipped {self.num_skipped}"
+        )
+        if self.num_skipped:
+            text += f" ({counts}); first: {' | '.join(self.examples)}"
+        return text
 
 
 def read_manifest(
@@ -143,6 +181,7 @@ def read_manifest_with_stats(
     max_duration: float | None = None,
     skip_invalid: bool = False,
     check_audio: bool = True,
+    log_skips: bool = True,
 ) -> tuple[list[Utterance], ManifestStats]:
     """Read and validate a JSON-lines manifest, returning the utterances and what was skipped.
 
@@ -153,14 +192,17 @@ def read_manifest_with_stats(
         skip_invalid: skip bad lines, empty transcripts and missing audio files instead of
             raising ``ManifestError``.
         check_audio: check that every kept utterance's audio file exists.
+        log_skips: log the skips (callers that add their own, like ``rnnt.data.cuts``, log
+            the total once themselves).
 
     Returns:
         ``(utterances, stats)`` in manifest order. Skips are logged once, as a warning when
-        anything was invalid and as info when only filtered by duration.
+        anything was invalid and as info when only filtered by duration; a manifest without
+        a single line is logged as a warning.
 
     Raises:
-        ManifestError: the file is missing or unreadable, or (unless ``skip_invalid``) a line
-            is bad, naming the file and line.
+        ManifestError: the file is missing, unreadable or not JSON lines at all (compressed,
+            UTF-16, audio), or (unless ``skip_invalid``) a line is bad, naming file and line.
     """
     manifest = Path(path)
     display = str(path)
@@ -168,11 +210,20 @@ def read_manifest_with_stats(
         raise ManifestError(display, 0, "manifest file does not exist; check the path")
     if not manifest.is_file():
         raise ManifestError(display, 0, "manifest path is not a file")
+    _check_file_kind(manifest, display)
     base_dir = os.path.dirname(os.path.abspath(manifest))
     stats = ManifestStats(path=display)
     utterances: list[Utterance] = []
+    lines = 0
     for line_number, raw in _numbered_lines(manifest):
+        lines += 1
         try:
+            if raw is None:
+                raise _Skip(
+                    SKIP_INVALID,
+                    f"line is longer than {MANIFEST_MAX_LINE_BYTES} bytes; a manifest has one "
+                    "short JSON object per line (is this the right file?)",
+                )
             utterance = _parse_line(raw, line_number, base_dir)
             if not utterance.text.strip():
                 raise _Skip(SKIP_EMPTY_TEXT, "empty transcript ('text' has no words)")
@@ -183,17 +234,17 @@ def read_manifest_with_stats(
                     line_number,
                     f"{skip.why} (fix the line, or read with skip_invalid=True to skip it)",
                 ) from None
-            stats._skip(skip.reason, line_number, skip.why)
+            stats.skip(skip.reason, line_number, skip.why)
             continue
         if min_duration is not None and utterance.duration < min_duration:
-            stats._skip(
+            stats.skip(
                 SKIP_TOO_SHORT,
                 line_number,
                 f"duration {utterance.duration:g} s < min_duration {min_duration:g} s",
             )
             continue
         if max_duration is not None and utterance.duration > max_duration:
-            stats._skip(
+            stats.skip(
                 SKIP_TOO_LONG,
                 line_number,
                 f"duration {utterance.duration:g} s > max_duration {max_duration:g} s",
@@ -206,12 +257,15 @@ def read_manifest_with_stats(
                 raise ManifestError(
                     display, line_number, f"{why} (fix the path, or use skip_invalid=True)"
                 )
-            stats._skip(SKIP_MISSING_AUDIO, line_number, why)
+            stats.skip(SKIP_MISSING_AUDIO, line_number, why)
             continue
         utterances.append(utterance)
         stats.kept += 1
         stats.kept_duration += utterance.duration
-    _log_skips(stats)
+    if not lines:
+        logger.warning("%s: the manifest is empty (no JSON line in it)", display)
+    if log_skips:
+        log_stats(stats)
     return utterances, stats
 
 
@@ -266,13 +320,37 @@ class _Skip(Exception):
         self.why = why
 
 
-def _numbered_lines(manifest: Path) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, raw bytes) of each non-blank line; bytes so decoding is per line."""
+def _check_file_kind(manifest: Path, display: str) -> None:
     try:
         with open(manifest, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                if number == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte order mark
-                    raw = raw[3:]
+            head = handle.read(4)
+    except OSError as error:
+        raise ManifestError(display, 0, f"cannot read manifest: {error}") from None
+    for magic, what in _NOT_JSON_LINES:
+        if head.startswith(magic):
+            raise ManifestError(display, 0, f"the manifest {what}")
+
+
+def _numbered_lines(manifest: Path) -> Iterator[tuple[int, bytes | None]]:
+    """(1-based line number, raw bytes) of each non-blank line; bytes so decoding is per line.
+
+    A line longer than ``MANIFEST_MAX_LINE_BYTES`` is never held in memory: it is read past
+    and given as ``None``.
+    """
+    try:
+        with open(manifest, "rb") as handle:
+            number = 0
+            while raw := handle.readline(MANIFEST_MAX_LINE_BYTES + 1):
+                number += 1
+                if len(raw) > MANIFEST_MAX_LINE_BYTES:
+                    while (rest := handle.readline(MANIFEST_MAX_LINE_BYTES)) and not (
+                        rest.endswith(b"\n")
+                    ):
+                        pass
+                    yield number, None
+                    continue
+                if raw.startswith(_BOM):  # a byte order mark: also mid-file, after a `cat`
+                    raw = raw[len(_BOM) :]
                 if raw.strip():
                     yield number, raw
     except OSError as error:
@@ -291,9 +369,18 @@ def _parse_line(raw: bytes, line_number: int, base_dir: str) -> Utterance:
     try:
         record = json.loads(text_line)
     except json.JSONDecodeError as error:
-        raise _Skip(SKIP_INVALID, f"invalid JSON: {error.msg} at column {error.colno}") from None
+        why = f"invalid JSON: {error.msg} at column {error.colno}"
+        if error.msg == "Extra data" and "\r" in text_line.rstrip():
+            why += " (the file seems to end its lines with CR only; convert them to LF)"
+        raise _Skip(SKIP_INVALID, why) from None
+    except RecursionError:
+        raise _Skip(SKIP_INVALID, "invalid JSON: nested too deeply to parse") from None
+    except ValueError as error:  # e.g. an integer of more than 4300 digits
+        raise _Skip(SKIP_INVALID, f"invalid JSON: {_first_words(error)}") from None
     if not isinstance(record, dict):
         raise _Skip(SKIP_INVALID, f"expected a JSON object per line, got {type(record).__name__}")
+    if "\\u" in text_line:  # only escapes can make a lone surrogate (raw UTF-8 cannot)
+        _check_unicode(record)
     missing = [name for name in REQUIRED_FIELDS if name not in record]
     if missing:
         raise _Skip(
@@ -307,6 +394,8 @@ def _parse_line(raw: bytes, line_number: int, base_dir: str) -> Utterance:
             SKIP_INVALID,
             f"field 'audio_filepath' must be a non-empty string, got {_describe(audio)}",
         )
+    if "\0" in audio:
+        raise _Skip(SKIP_INVALID, f"field 'audio_filepath' contains a NUL character: {audio!r}")
     text = record["text"]
     if not isinstance(text, str):
         raise _Skip(SKIP_INVALID, f"field 'text' must be a string, got {_describe(text)}")
@@ -327,13 +416,36 @@ def _parse_line(raw: bytes, line_number: int, base_dir: str) -> Utterance:
     )
 
 
+def _check_unicode(record: dict) -> None:
+    # "\ud800" is valid JSON but not Unicode: it would fail later, when the text is
+    # tokenized or written back as UTF-8 (after hours of transcription).
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as error:
+        bad = error.object[error.start : error.end]
+        raise _Skip(
+            SKIP_INVALID,
+            f"contains {bad!r}, an unpaired UTF-16 surrogate escape: not valid Unicode",
+        ) from None
+
+
+def _first_words(error: Exception) -> str:
+    return str(error).split(";")[0][:120]
+
+
 def _seconds(value: Any, name: str) -> float:
     # bool is an int subclass, but `"duration": true` is a mistake, not one second.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _Skip(
             SKIP_INVALID, f"field {name!r} must be a number of seconds, got {_describe(value)}"
         )
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise _Skip(
+            SKIP_INVALID,
+            f"field {name!r} must be finite, got an integer of {len(str(value))} digits",
+        ) from None
     if not math.isfinite(seconds):
         raise _Skip(SKIP_INVALID, f"field {name!r} must be finite, got {seconds!r}")
     return seconds
@@ -363,18 +475,10 @@ def _record_to_line(record: Mapping[str, Any] | Utterance, index: int, base_dir:
     return line
 
 
-def _log_skips(stats: ManifestStats) -> None:
+def log_stats(stats: ManifestStats, log: logging.Logger = logger) -> None:
+    """Log what a manifest's reading skipped, once: a warning when anything was unusable, info
+    when utterances were only filtered by duration, nothing when nothing was skipped."""
     if not stats.num_skipped:
         return
-    counts = ", ".join(f"{reason}: {count}" for reason, count in sorted(stats.skipped.items()))
     filtered_only = set(stats.skipped) <= {SKIP_TOO_SHORT, SKIP_TOO_LONG}
-    logger.log(
-        logging.INFO if filtered_only else logging.WARNING,
-        "%s: kept %d utterances (%.1f s), skipped %d (%s); first: %s",
-        stats.path,
-        stats.kept,
-        stats.kept_duration,
-        stats.num_skipped,
-        counts,
-        " | ".join(stats.examples),
-    )
+    log.log(logging.INFO if filtered_only else logging.WARNING, "%s", stats.summary())

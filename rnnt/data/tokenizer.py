@@ -76,6 +76,7 @@ class Tokenizer:
         self._model_bytes = bytes(model_bytes)
         self._processor = spm.SentencePieceProcessor()
         self._processor.LoadFromSerializedProto(self._model_bytes)
+        self._known_characters: frozenset[str] | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
@@ -118,6 +119,19 @@ class Tokenizer:
         """Piece of every model id, length V; index ``BLANK_ID`` is ``BLANK_PIECE``."""
         return [self.id_to_piece(index) for index in range(self.num_classes)]
 
+    @property
+    def known_characters(self) -> frozenset[str]:
+        """Characters some piece contains; any other character encodes to the unknown piece."""
+        if self._known_characters is None:
+            processor = self._processor
+            self._known_characters = frozenset(
+                char
+                for piece_id in range(processor.GetPieceSize())
+                if not (processor.IsUnknown(piece_id) or processor.IsControl(piece_id))
+                for char in processor.IdToPiece(piece_id).replace("\u2581", " ")
+            ) | {" "}
+        return self._known_characters
+
     def id_to_piece(self, index: int) -> str:
         """The piece of model id ``index`` (``BLANK_PIECE`` for blank)."""
         if index == BLANK_ID:
@@ -129,7 +143,8 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         """Normalise ``text`` and return its model ids (U,), each >= 1.
 
-        Characters never seen in training become the unknown piece (model id 1).
+        Characters never seen in training become the unknown piece (model id 1); every id is
+        in ``[1, num_classes)`` whatever the text.
         """
         return [piece_id + 1 for piece_id in self._processor.EncodeAsIds(normalize_text(text))]
 
