@@ -114,6 +114,10 @@ def make_cli(
 
     # LightningCLI warns when `args` and sys.argv are both given; here `args` is deliberate.
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+    # The DataModule saves the sampler's position in the checkpoint (its state_dict), so a
+    # mid-epoch resume continues with the next batch; Lightning looks only at the DataLoader
+    # and would warn that it cannot.
+    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
     defaults = trainer_defaults(root_dir, run_name)
     # Callbacks of the defaults are always added, on top of any the user configures.
     defaults["callbacks"] = [LearningRateMonitor(logging_interval="step"), StopOnSignal()]
