@@ -94,12 +94,21 @@ def run_demo(
     prepare_demo_data(data_dir, train_hours, seed)
     data_seconds = time.perf_counter() - started
 
-    print(f"[2/3] training the {preset} model (at most {max_minutes} minutes)", flush=True)
+    # A demo stopped by SIGTERM (which saves last.ckpt), SIGKILL or a crash resumes from its
+    # last checkpoint when run again: step, optimizer, data position and the time cap go on.
+    last = out / "runs" / C.DEMO_RUN_NAME / "checkpoints" / "last.ckpt"
+    resume = str(last) if last.is_file() else None
+    print(
+        f"[2/3] training the {preset} model (at most {max_minutes} minutes"
+        + (f"; resuming from {last}" if resume else "; a stopped run resumes when run again")
+        + ")",
+        flush=True,
+    )
     config = demo_config(data_dir, preset, max_epochs, max_minutes, num_workers, seed)
     cli = make_cli(config, run=False, root_dir=str(out / "runs"), run_name=C.DEMO_RUN_NAME)
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
     train_started = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
     train_seconds = time.perf_counter() - train_started
     best = trainer.checkpoint_callback.best_model_path
     val_wer = trainer.callback_metrics.get("val_wer")

@@ -71,3 +71,24 @@ def test_beam_search_is_no_worse_than_greedy_on_the_demo_test_split(demo, tmp_pa
 def test_sherpa_onnx_transcribes_the_demo_test_split_like_rnnt(demo):
     folder, summary = demo
     check_sherpa_onnx_matches_pytorch(folder, Path(summary["last_checkpoint"]))
+
+
+def test_a_stopped_demo_resumes_from_its_last_checkpoint_when_run_again(
+    tiny_corpus, tmp_path, capsys
+):
+    import shutil
+
+    import torch
+
+    out = tmp_path / "demo"
+    shutil.copytree(tiny_corpus, out / "data")  # a corpus already there is not synthesized again
+    first = run_demo(out, max_epochs=1, max_minutes=None, num_workers=0)
+    assert "a stopped run resumes when run again" in capsys.readouterr().out
+    last = Path(first["last_checkpoint"])
+    steps = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    assert steps == first["global_step"] > 0
+
+    # As after a SIGTERM (which saves last.ckpt) or a SIGKILL: the same command goes on.
+    second = run_demo(out, max_epochs=2, max_minutes=None, num_workers=0)
+    assert f"resuming from {last}" in capsys.readouterr().out
+    assert second["epochs"] == 2 and second["global_step"] == 2 * steps
