@@ -27,6 +27,8 @@ N_MELS = 80  # log-mel bins
 WIN_LENGTH_S = 0.025  # seconds, analysis window
 HOP_LENGTH_S = 0.010  # seconds, frame shift
 DITHER = 0.0  # no dither: features are deterministic
+PREEMPHASIS = 0.97  # pre-emphasis coefficient (Kaldi and sherpa-onnx)
+WINDOW_TYPE = "povey"  # analysis window (Kaldi and sherpa-onnx)
 FEATURE_NORM_MOMENTUM = 0.01  # running mean/variance of log-mel bins (global CMVN learned online)
 FEATURE_NORM_EPS = 1e-5
 # Front end style (TransducerConfig.frontend_style). "sherpa": the log-mel sherpa-onnx computes

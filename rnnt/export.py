@@ -50,12 +50,20 @@ from torch import nn
 from rnnt.checkpoint import load_checkpoint
 from rnnt.constants import (
     BLANK_PIECE,
+    DITHER,
     EXPORT_DECODER_FILE,
     EXPORT_ENCODER_FILE,
     EXPORT_JOINER_FILE,
     EXPORT_TOKENS_FILE,
+    HOP_LENGTH_S,
+    MEL_HIGH_FREQ_HZ,
+    MEL_LOW_FREQ_HZ,
     ONNX_OPSET,
+    PREEMPHASIS,
     SAMPLE_RATE,
+    SHERPA_MEL_LOW_FREQ_HZ,
+    WIN_LENGTH_S,
+    WINDOW_TYPE,
 )
 from rnnt.data.tokenizer import Tokenizer
 from rnnt.models.frontend import slaney_mel_banks
@@ -205,6 +213,28 @@ def tokens_text(tokenizer: Tokenizer, num_classes: int, blank_id: int) -> str:
     return "".join(lines)
 
 
+def feature_metadata(frontend_style: str, n_mels: int) -> dict[str, str]:
+    """The training front end's settings as ``feature_*`` metadata strings."""
+    sherpa = frontend_style == "sherpa"
+    return {
+        "feature_style": frontend_style,
+        "feature_sample_rate": str(SAMPLE_RATE),
+        "feature_window_ms": f"{1000 * WIN_LENGTH_S:g}",
+        "feature_hop_ms": f"{1000 * HOP_LENGTH_S:g}",
+        "feature_window_type": WINDOW_TYPE,
+        "feature_preemphasis": f"{PREEMPHASIS:g}",
+        "feature_remove_dc_offset": str(not sherpa).lower(),
+        "feature_mel_bins": str(n_mels),
+        "feature_mel_scale": "slaney, unit area" if sherpa else "htk (kaldi)",
+        "feature_low_freq_hz": f"{SHERPA_MEL_LOW_FREQ_HZ if sherpa else MEL_LOW_FREQ_HZ:g}",
+        "feature_high_freq_hz": f"{MEL_HIGH_FREQ_HZ:g}",
+        "feature_dither": f"{DITHER:g}",
+        "feature_snip_edges": "false",
+        "feature_log_floor": "float32 epsilon",
+        "feature_sample_scale": "[-1, 1]",
+    }
+
+
 def encoder_metadata(model: Transducer) -> dict[str, str]:
     """The encoder's ONNX metadata that sherpa-onnx reads (plus a description)."""
     config = model.config
@@ -219,6 +249,9 @@ def encoder_metadata(model: Transducer) -> dict[str, str]:
         "pred_rnn_layers": str(config.pred_num_layers),
         "pred_hidden": str(config.pred_hidden_dim),
         "feat_dim": str(config.n_mels),
+        # The features the model was trained on, spelled out for any runtime (sherpa-onnx
+        # computes exactly these for a NeMo transducer; it reads feat_dim and sample rate).
+        **feature_metadata(config.frontend_style, config.n_mels),
         "model_type": "rnnt-lightning conformer transducer",
         "comment": (
             f"Inputs are sherpa-onnx's NeMo log-mel features (Slaney mel from 0 Hz), {features}; "

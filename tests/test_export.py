@@ -217,6 +217,12 @@ def test_encoder_metadata_has_what_sherpa_reads(exported, modules):
     assert metadata["pred_rnn_layers"] == str(config.pred_num_layers)
     assert metadata["pred_hidden"] == str(config.pred_hidden_dim)
     assert metadata["feat_dim"] == str(config.n_mels)
+    # the training features, spelled out (sherpa-onnx computes exactly these)
+    assert metadata["feature_style"] == config.frontend_style == "sherpa"
+    assert metadata["feature_mel_scale"].startswith("slaney")
+    assert (
+        metadata["feature_low_freq_hz"] == "0" and metadata["feature_remove_dc_offset"] == "false"
+    )
 
 
 def test_sherpa_style_encoder_takes_sherpa_features_as_they_are(modules):

@@ -37,12 +37,14 @@ from rnnt.constants import (
     MEL_HIGH_FREQ_HZ,
     MEL_LOW_FREQ_HZ,
     N_MELS,
+    PREEMPHASIS,
     SAMPLE_RATE,
     SHERPA_MEL_LOW_FREQ_HZ,
     TIME_MASK_RATIO,
     TIME_MASKS_MAX,
     TIME_MASKS_PER_SECOND,
     WIN_LENGTH_S,
+    WINDOW_TYPE,
 )
 from rnnt.models.masks import padding_mask
 
@@ -140,6 +142,8 @@ class LogMelFrontend(nn.Module):
             frame_length=win_length_s,
             frame_shift=hop_length_s,
             remove_dc_offset=not sherpa,
+            preemph_coeff=PREEMPHASIS,
+            window_type=WINDOW_TYPE,
             dither=dither,
             snip_edges=False,
             low_freq=low_freq_hz,
