@@ -136,7 +136,7 @@ def write_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder)
-    temporary = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    temporary = _temporary_path(path)
     # O_EXCL: never write through a file or link someone else put there; 0o666 & ~umask
     # gives the checkpoint the permissions of any other file the user creates.
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -162,7 +162,7 @@ def link_checkpoint(target: str | Path, link: str | Path) -> None:
     target, link = Path(target), Path(link)
     folder = link.parent
     remove_stale_temporaries(folder)
-    temporary = folder / f".{link.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    temporary = _temporary_path(link)
     try:
         try:
             os.symlink(os.path.relpath(target, folder), temporary)
@@ -176,6 +176,11 @@ def link_checkpoint(target: str | Path, link: str | Path) -> None:
             temporary.unlink()
         raise
     _sync_folder(folder)
+
+
+def _temporary_path(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place (the form of ``_TEMPORARY``)."""
+    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:

@@ -322,9 +322,9 @@ def load_mono(cut: Cut) -> torch.Tensor:
         )
     if waveform.numel() == 0:
         raise ValueError("audio is empty (no sample)")
-    if not torch.isfinite(waveform).all():
+    peak = float(waveform.abs().max())  # NaN or inf if any sample is (one pass over the audio)
+    if not math.isfinite(peak):
         raise ValueError("audio has NaN or infinite samples")
-    peak = float(waveform.abs().max())
     if peak > AUDIO_MAX_ABS_SAMPLE:
         raise ValueError(
             f"audio samples reach {peak:.3g}, far outside [-1, 1] (limit "

@@ -185,11 +185,25 @@ class RotarySelfAttention(nn.Module):
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``(B, T', D)`` and a ``(B, 1, T', T')`` bool mask (True = attend) to ``(B, T', D)``."""
-        batch, frames, d_model = hidden.shape
+        positions = torch.arange(hidden.size(1), device=hidden.device)
+        query, key, value = self.project(hidden, positions)
+        return self.attend(query, key, value, mask)
+
+    def project(
+        self, hidden: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries and keys rotated to ``positions (T',)``, and values, each ``(B, H, T', Dh)``."""
+        batch, frames, _ = hidden.shape
         qkv = self.qkv(self.norm(hidden)).view(batch, frames, 3, self.num_heads, self.head_dim)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T', Dh)
-        cos, sin = rotary_tables(torch.arange(frames, device=hidden.device), self.head_dim)
-        query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        cos, sin = rotary_tables(positions, self.head_dim)
+        return apply_rotary(query, cos, sin), apply_rotary(key, cos, sin), value
+
+    def attend(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Queries ``(B, H, T', Dh)`` over keys/values ``(B, H, K, Dh)`` with a bool mask
+        broadcasting to ``(B, H, T', K)``, to the output ``(B, T', D)``."""
         attended = F.scaled_dot_product_attention(
             query,
             key,
@@ -197,7 +211,8 @@ class RotarySelfAttention(nn.Module):
             attn_mask=mask,
             dropout_p=self.attention_dropout if self.training else 0.0,
         )
-        attended = attended.transpose(1, 2).reshape(batch, frames, d_model)
+        batch, _, frames, _ = query.shape
+        attended = attended.transpose(1, 2).reshape(batch, frames, -1)
         return self.dropout(self.output(attended))
 
 
@@ -227,14 +242,22 @@ class ConvolutionModule(nn.Module):
 
     def forward(self, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``(B, T', D)`` and ``(B, T')`` bool valid frames to ``(B, T', D)``."""
-        hidden = F.glu(self.pointwise_in(self.norm(hidden)), dim=-1)
-        hidden = hidden.masked_fill(~valid.unsqueeze(-1), 0.0).transpose(1, 2)  # (B, D, T')
+        hidden = self.gate(hidden).masked_fill(~valid.unsqueeze(1), 0.0)  # (B, D, T')
         if self.causal:
             hidden = F.pad(hidden, (self.kernel_size - 1, 0))
         else:
             half = (self.kernel_size - 1) // 2
             hidden = F.pad(hidden, (half, half))
-        hidden = self.depthwise(hidden).transpose(1, 2)
+        return self.convolve(hidden)
+
+    def gate(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LayerNorm, pointwise and GLU: ``(B, T', D)`` to the depthwise input ``(B, D, T')``."""
+        return F.glu(self.pointwise_in(self.norm(hidden)), dim=-1).transpose(1, 2)
+
+    def convolve(self, padded: torch.Tensor) -> torch.Tensor:
+        """Depthwise convolution of ``(B, D, T' + kernel_size - 1)`` (context included) and the
+        rest of the module, to ``(B, T', D)``."""
+        hidden = self.depthwise(padded).transpose(1, 2)
         hidden = self.pointwise_out(F.silu(self.depthwise_norm(hidden)))
         return self.dropout(hidden)
 

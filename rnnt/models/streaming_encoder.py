@@ -34,8 +34,6 @@ from rnnt.models.encoder import (
     ConvolutionModule,
     ConvSubsampling,
     RotarySelfAttention,
-    apply_rotary,
-    rotary_tables,
 )
 
 STREAMING_TRAINING_HINT = (
@@ -231,13 +229,9 @@ def _attention_step(
     left: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Chunk frames at absolute ``position ..`` attend to the cached past and the chunk."""
-    batch, frames, d_model = hidden.shape
-    qkv = attention.qkv(attention.norm(hidden))
-    qkv = qkv.view(batch, frames, 3, attention.num_heads, attention.head_dim)
-    query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, n, Dh)
+    frames = hidden.size(1)
     positions = torch.arange(position, position + frames, device=hidden.device)
-    cos, sin = rotary_tables(positions, attention.head_dim)
-    query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+    query, key, value = attention.project(hidden, positions)  # each (B, H, n, Dh)
     keys = torch.cat((keys, key), dim=2)
     values = torch.cat((values, value), dim=2)
     cached = keys.size(2) - frames
@@ -246,27 +240,17 @@ def _attention_step(
     mask = offset <= 0
     if left >= 0:
         mask &= offset >= -left
-    attended = F.scaled_dot_product_attention(
-        query,
-        keys,
-        values,
-        attn_mask=mask,
-        dropout_p=attention.attention_dropout if attention.training else 0.0,
-    )
-    attended = attended.transpose(1, 2).reshape(batch, frames, d_model)
+    attended = attention.attend(query, keys, values, mask)
     if left >= 0:  # the next chunk's first frame reads at most `left` past frames
         start = max(keys.size(2) - left, 0)
         keys, values = keys[:, :, start:], values[:, :, start:]
-    return attention.dropout(attention.output(attended)), keys, values
+    return attended, keys, values
 
 
 def _convolution_step(
     conv: ConvolutionModule, hidden: torch.Tensor, cache: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Causal convolution module on ``(B, n, D)`` with the last GLU outputs ``(B, D, k - 1)``."""
-    hidden = F.glu(conv.pointwise_in(conv.norm(hidden)), dim=-1).transpose(1, 2)  # (B, D, n)
-    hidden = torch.cat((cache, hidden), dim=2)
+    hidden = torch.cat((cache, conv.gate(hidden)), dim=2)  # (B, D, k - 1 + n)
     cache = hidden[:, :, hidden.size(2) - cache.size(2) :]
-    hidden = conv.depthwise(hidden).transpose(1, 2)
-    hidden = conv.pointwise_out(F.silu(conv.depthwise_norm(hidden)))
-    return conv.dropout(hidden), cache
+    return conv.convolve(hidden), cache
