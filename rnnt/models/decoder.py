@@ -64,7 +64,7 @@ class PredictionNetwork(nn.Module):
         """
         start = torch.full_like(targets[:, :1], self.blank_id)
         tokens = torch.cat((start, targets), dim=1).long()
-        output, _ = self.lstm(self.dropout(self.embedding(tokens)))
+        output, _ = self._lstm(self.dropout(self.embedding(tokens)), None)
         return self.dropout(output)
 
     def initial_state(self, batch_size: int, device: torch.device) -> LstmState:
@@ -77,5 +77,17 @@ class PredictionNetwork(nn.Module):
     def step(self, tokens: torch.Tensor, state: LstmState) -> tuple[torch.Tensor, LstmState]:
         """One token per utterance: ``tokens (B,)`` and state to ``output (B, H)`` and new state."""
         embedded = self.dropout(self.embedding(tokens.long().unsqueeze(1)))
-        output, state = self.lstm(embedded, state)
+        output, state = self._lstm(embedded, state)
         return self.dropout(output.squeeze(1)), state
+
+    def _lstm(
+        self, inputs: torch.Tensor, state: LstmState | None
+    ) -> tuple[torch.Tensor, LstmState]:
+        # oneDNN has no bf16 LSTM on CPUs without native bf16 ("could not create a primitive
+        # descriptor"), so under CPU autocast the LSTM runs in float32; GPUs keep autocast.
+        if inputs.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+            return self.lstm(inputs, state)
+        with torch.autocast("cpu", enabled=False):
+            if state is not None:
+                state = (state[0].float(), state[1].float())
+            return self.lstm(inputs.float(), state)
