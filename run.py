@@ -7,7 +7,7 @@ python run.py --ckpt_path last                 # resume the run from its last ch
 
 import sys
 
-from rnnt.cli import make_cli
+from rnnt.lightning_cli import make_cli
 
 if __name__ == "__main__":
     make_cli(["fit", *sys.argv[1:]])

@@ -41,7 +41,7 @@ from rnnt.constants import (
 )
 from rnnt.data.augment import RandomSpeed
 from rnnt.data.cuts import CutSource
-from rnnt.data.dataset import TransducerDataModule
+from rnnt.data.datamodule import TransducerDataModule
 from rnnt.data.manifest import write_manifest
 from rnnt.data.tokenizer import train_tokenizer
 

@@ -12,7 +12,7 @@
   current batch, save ``last.ckpt``, exit with status 0. Under DDP every rank stops at the
   same batch, whichever rank got the signal.
 
-``rnnt fit|validate|test`` install all three (``rnnt.cli.make_cli``).
+``rnnt fit|validate|test`` install all three (``rnnt.lightning_cli.make_cli``).
 """
 
 from __future__ import annotations

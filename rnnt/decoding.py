@@ -3,7 +3,8 @@
 Shapes: B batch, T' encoder frames, D encoder dimension, H prediction dimension, J joiner
 dimension, V classes (blank included), K beam size, L LSTM layers.
 
-This module imports no model code at import time (``rnnt.models.transducer`` imports it).
+The decoders use the model's parts (front end and encoder, prediction network, joiner); the
+model never imports them.
 """
 
 from __future__ import annotations
@@ -337,14 +338,29 @@ class _BeamSearch:
         ]
 
 
-# Streaming decoding lives in its own module; it is part of this module's interface.
-from rnnt.streaming import StreamingSession, streaming_transcribe  # noqa: E402
+def transcribe_ids(
+    model: Transducer,
+    audio: torch.Tensor,
+    audio_lengths: torch.Tensor,
+    max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
+    beam_size: int = 1,
+) -> list[list[int]]:
+    """Token ids (blank removed) of padded audio ``(B, S)`` with lengths ``(B,)``.
 
-__all__ = [
-    "StreamingSession",
-    "beam_search",
-    "beam_search_nbest",
-    "check_beam_size",
-    "greedy_search",
-    "streaming_transcribe",
-]
+    Encodes with ``model.encode`` and decodes with :func:`greedy_search` when ``beam_size`` is
+    1, else with :func:`beam_search` keeping that many hypotheses per utterance. Runs the model
+    in eval mode without gradients and restores its previous mode.
+    """
+    check_beam_size(beam_size)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            encoder_out, encoder_lengths = model.encode(audio, audio_lengths)
+            if beam_size == 1:
+                return greedy_search(model, encoder_out, encoder_lengths, max_symbols_per_frame)
+            return beam_search(
+                model, encoder_out, encoder_lengths, beam_size, max_symbols_per_frame
+            )
+    finally:
+        model.train(was_training)

@@ -64,7 +64,7 @@ def demo_config(
 
 def prepare_demo_data(data_dir: Path, train_hours: float, seed: int) -> Path:
     """Synthesize the corpus and train the tokenizer unless they are there; the tokenizer path."""
-    from rnnt.data.synth import synthesize_demo_corpus
+    from rnnt.corpus.synth import synthesize_demo_corpus
     from rnnt.data.tokenizer import train_tokenizer
 
     if not all((data_dir / f"{split}.jsonl").is_file() for split in ("train", "val", "test")):
@@ -85,7 +85,7 @@ def run_demo(
     seed: int = C.SEED,
 ) -> dict[str, Any]:
     """Run the whole demo in ``out``; returns (and writes to ``out/summary.json``) its figures."""
-    from rnnt.cli import make_cli
+    from rnnt.lightning_cli import make_cli
 
     out = Path(out)
     data_dir = out / "data"

@@ -66,8 +66,8 @@ from rnnt.constants import (
     WINDOW_TYPE,
 )
 from rnnt.data.tokenizer import Tokenizer
-from rnnt.models.frontend import slaney_mel_banks
 from rnnt.models.joiner import ACTIVATIONS
+from rnnt.models.mel import slaney_mel_banks
 from rnnt.models.transducer import Transducer
 
 log = logging.getLogger(__name__)

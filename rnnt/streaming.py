@@ -13,8 +13,8 @@ where the previous chunk stopped. The encoder frames equal those of the full for
 Shapes: S samples (16 kHz), T_c feature frames of a chunk, n encoder frames of a chunk,
 D encoder dimension, H prediction dimension, J joiner dimension.
 
-Like :mod:`rnnt.decoding`, which re-exports it, this module imports no model code at import
-time.
+It sits beside :mod:`rnnt.decoding`, above the model: it uses the model's parts, and the
+model never imports it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from rnnt.constants import MAX_SYMBOLS_PER_FRAME, STREAMING_CHUNK_MS, STREAMING_FEED_MS
+from rnnt.models.features import LogMelStream
+from rnnt.models.streaming_encoder import StreamingEncoder
 
 if TYPE_CHECKING:
     from rnnt.data.tokenizer import Tokenizer
@@ -113,11 +115,6 @@ class StreamingSession:
         chunk_ms: int = STREAMING_CHUNK_MS,
         max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
     ) -> None:
-        # Imported here: rnnt.decoding re-exports this module and, like it, imports no model
-        # code at import time (rnnt.models.transducer imports rnnt.decoding).
-        from rnnt.models.frontend import LogMelStream
-        from rnnt.models.streaming_encoder import StreamingEncoder
-
         self.model = model.eval()
         self.encoder = StreamingEncoder(model.encoder)
         self.chunk_ms = chunk_ms

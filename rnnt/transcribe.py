@@ -22,10 +22,10 @@ from rnnt.constants import (
     TRANSCRIBE_BATCH_SECONDS,
     TRANSCRIBE_BATCH_SECONDS_CPU,
 )
-from rnnt.data.cuts import load_audio_file
+from rnnt.data.audio import load_audio_file
 from rnnt.data.manifest import read_manifest, write_manifest
 from rnnt.data.tokenizer import Tokenizer, normalize_text
-from rnnt.decoding import check_beam_size
+from rnnt.decoding import check_beam_size, transcribe_ids
 from rnnt.models.transducer import Transducer
 
 
@@ -43,7 +43,7 @@ def load_audio(item: AudioItem, max_duration: float | None = MAX_DECODE_DURATION
 
     Raises ``ValueError`` naming the file for unreadable or unusable audio, and refuses a
     stretch longer than ``max_duration`` seconds from its header, before decoding it
-    (``rnnt.data.cuts.load_audio_file``).
+    (``rnnt.data.audio.load_audio_file``).
     """
     return load_audio_file(item.path, item.offset, item.duration, max_duration=max_duration)
 
@@ -104,7 +104,7 @@ def transcribe(
         audio = torch.zeros(len(batch), int(lengths.max()), device=device)
         for row, index in enumerate(batch):
             audio[row, : len(waveforms[index])] = waveforms[index].to(device)
-        token_ids = model.transcribe_ids(audio, lengths, max_symbols_per_frame, beam_size)
+        token_ids = transcribe_ids(model, audio, lengths, max_symbols_per_frame, beam_size)
         for index, ids in zip(batch, token_ids, strict=True):
             texts[index] = tokenizer.decode(ids)
     return texts, sum(durations)

@@ -12,7 +12,7 @@ from tests.tiny import TINY_VOCAB_SIZE
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
     """A folder with train/val/test manifests, audio, noise/ and tokenizer.model."""
-    from rnnt.data.synth import synthesize_demo_corpus
+    from rnnt.corpus.synth import synthesize_demo_corpus
     from rnnt.data.tokenizer import train_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny_corpus")

@@ -17,7 +17,8 @@ import yaml
 
 from rnnt.callbacks import AtomicCheckpointIO, StopOnSignal
 from rnnt.checkpoint import read_checkpoint
-from rnnt.cli import main, make_cli
+from rnnt.cli import main
+from rnnt.lightning_cli import make_cli
 from tests.probes import BatchRecorder, SendSignal
 from tests.tiny import tiny_fit_config
 

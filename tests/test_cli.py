@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rnnt.cli import main, make_cli
+from rnnt.cli import main
 from rnnt.demo import demo_config
+from rnnt.lightning_cli import make_cli
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,9 @@ import soundfile
 import torch
 
 from rnnt.constants import SAMPLE_RATE
-from rnnt.data.cuts import load_audio_records, load_mono
+from rnnt.data.audio import load_mono
 from rnnt.data.manifest import ManifestError
+from rnnt.data.records import load_audio_records
 from rnnt.data.tokenizer import train_tokenizer
 
 WORDS = [

@@ -10,7 +10,8 @@ import torch
 from lhotse import CutSet
 
 from rnnt.constants import MAX_BATCH_DURATION
-from rnnt.data.dataset import TransducerDataModule, TransducerDataset
+from rnnt.data.datamodule import TransducerDataModule
+from rnnt.data.dataset import TransducerDataset
 from rnnt.data.tokenizer import normalize_text
 from tests.test_cuts import make_corpus
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from rnnt.cli import make_cli
+from rnnt.lightning_cli import make_cli
 from tests.tiny import tiny_fit_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,8 +214,8 @@ def test_validation_metrics_are_the_same_on_one_and_two_ranks(
 def test_a_failed_batch_is_stood_in_for_and_not_counted_under_ddp(tmp_path):
     from lhotse import CutSet
 
-    from rnnt.data.cuts import load_audio_records
     from rnnt.data.dataset import TransducerDataset, is_sampler_copy
+    from rnnt.data.records import load_audio_records
     from rnnt.data.tokenizer import Tokenizer
     from tests.test_cuts import make_corpus
 

@@ -9,7 +9,7 @@ from itertools import product
 import pytest
 import torch
 
-from rnnt.decoding import beam_search, beam_search_nbest, greedy_search
+from rnnt.decoding import beam_search, beam_search_nbest, greedy_search, transcribe_ids
 from rnnt.loss import rnnt_loss
 from rnnt.models.transducer import Transducer, TransducerConfig, config_from_preset
 
@@ -79,9 +79,9 @@ def test_greedy_alone_equals_in_padded_batch():
     for row, length in enumerate(audio_lengths):
         audio[row, :length] = 0.1 * torch.randn(length, generator=generator)
     lengths = torch.tensor(audio_lengths)
-    batched = model.transcribe_ids(audio, lengths)
+    batched = transcribe_ids(model, audio, lengths)
     for row, length in enumerate(audio_lengths):
-        alone = model.transcribe_ids(audio[row : row + 1, :length], lengths[row : row + 1])
+        alone = transcribe_ids(model, audio[row : row + 1, :length], lengths[row : row + 1])
         assert alone == [batched[row]]
     assert any(batched)
 
@@ -279,14 +279,16 @@ def test_beam_alone_equals_in_padded_batch():
     for row, length in enumerate(audio_lengths):
         audio[row, :length] = 0.1 * torch.randn(length, generator=generator)
     lengths = torch.tensor(audio_lengths)
-    batched = model.transcribe_ids(audio, lengths, beam_size=4)
+    batched = transcribe_ids(model, audio, lengths, beam_size=4)
     for row, length in enumerate(audio_lengths):
-        alone = model.transcribe_ids(
-            audio[row : row + 1, :length], lengths[row : row + 1], beam_size=4
+        alone = transcribe_ids(
+            model, audio[row : row + 1, :length], lengths[row : row + 1], beam_size=4
         )
         assert alone == [batched[row]]
     assert any(batched)
-    assert model.transcribe_ids(audio, lengths, beam_size=1) == model.transcribe_ids(audio, lengths)
+    assert transcribe_ids(model, audio, lengths, beam_size=1) == transcribe_ids(
+        model, audio, lengths
+    )
 
 
 def test_beam_restores_training_mode_and_checks_its_options():
@@ -298,7 +300,7 @@ def test_beam_restores_training_mode_and_checks_its_options():
         with pytest.raises(ValueError, match="beam_size"):
             beam_search(model, encoder_out, lengths, bad)
     with pytest.raises(ValueError, match="beam_size=0"):
-        model.transcribe_ids(torch.zeros(1, 1600), torch.tensor([1600]), beam_size=0)
+        transcribe_ids(model, torch.zeros(1, 1600), torch.tensor([1600]), beam_size=0)
     with pytest.raises(ValueError, match="max_symbols_per_frame=0"):
         beam_search(model, encoder_out, lengths, 2, 0)
 

@@ -14,9 +14,10 @@ import torch
 from rnnt.checkpoint import MODEL_CONFIG_KEY, STATE_DICT_PREFIX, TOKENIZER_KEY, load_checkpoint
 from rnnt.constants import BLANK_PIECE, SHERPA_MAX_SYMBOLS_PER_FRAME, SHERPA_MODEL_TYPE
 from rnnt.data.tokenizer import Tokenizer
-from rnnt.decoding import greedy_search
+from rnnt.decoding import greedy_search, transcribe_ids
 from rnnt.export import export_onnx, feature_map, sherpa_modules
-from rnnt.models.frontend import LogMelFrontend, slaney_mel_banks
+from rnnt.models.features import LogMelFrontend
+from rnnt.models.mel import slaney_mel_banks
 from rnnt.models.transducer import Transducer, config_from_preset
 from tests.tiny import TINY_MODEL
 
@@ -294,7 +295,8 @@ def test_sherpa_onnx_transcribes_raw_audio_exactly_like_rnnt(tiny_corpus, export
     audio = _audio(tiny_corpus, "test")
     sherpa_tokens = _sherpa_tokens(exported[1], audio)
     our_ids = [
-        model.transcribe_ids(
+        transcribe_ids(
+            model,
             samples.view(1, -1),
             torch.tensor([samples.numel()]),
             max_symbols_per_frame=SHERPA_MAX_SYMBOLS_PER_FRAME,

@@ -1,4 +1,4 @@
-"""The demo corpus's sentence grammar (rnnt/data/grammar.py)."""
+"""The demo corpus's sentence grammar (rnnt/corpus/grammar.py) and its number words."""
 
 from __future__ import annotations
 
@@ -7,18 +7,9 @@ from collections import Counter
 
 import pytest
 
-from rnnt.data.grammar import (
-    ALLOWED_CHARACTERS,
-    CATEGORIES,
-    MONTHS,
-    WEEKDAYS,
-    digit_words,
-    generate_sentence,
-    number_words,
-    ordinal_words,
-    spoken_form,
-    year_words,
-)
+from rnnt.corpus.grammar import ALLOWED_CHARACTERS, CATEGORIES, generate_sentence, spoken_form
+from rnnt.corpus.spoken_numbers import digit_words, number_words, ordinal_words, year_words
+from rnnt.corpus.vocabulary import MONTHS, WEEKDAYS
 
 
 @pytest.mark.parametrize(

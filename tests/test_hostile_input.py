@@ -30,18 +30,19 @@ from rnnt.constants import (
     MAX_UTTERANCE_DURATION,
     SAMPLE_RATE,
 )
+from rnnt.data.audio import load_mono
 from rnnt.data.augment import BackgroundNoise, NoiseSource
-from rnnt.data.cuts import load_audio_records_with_stats, load_mono
-from rnnt.data.dataset import TransducerDataModule
+from rnnt.data.datamodule import TransducerDataModule
 from rnnt.data.manifest import (
-    KNOWN_FIELDS,
     ManifestError,
-    Utterance,
     read_manifest,
     read_manifest_with_stats,
     write_manifest,
 )
+from rnnt.data.manifest_line import KNOWN_FIELDS, Utterance
+from rnnt.data.records import load_audio_records_with_stats
 from rnnt.data.tokenizer import Tokenizer, normalize_text
+from rnnt.decoding import transcribe_ids
 from rnnt.models.transducer import Transducer, config_from_preset
 from rnnt.transcribe import AudioItem, load_audio, transcribe
 from tests.tiny import TINY_MODEL
@@ -454,7 +455,7 @@ def test_offset_past_the_end_and_tiny_durations(folder):
 
 def test_manifest_duration_shorter_than_the_file_uses_its_start_and_is_counted(folder, caplog):
     manifest = _write(folder / "m.jsonl", [_line(duration=0.5), _line(duration=1.05)])
-    with caplog.at_level(logging.WARNING, logger="rnnt.data.cuts"):
+    with caplog.at_level(logging.WARNING, logger="rnnt.data.records"):
         records, stats = load_audio_records_with_stats(manifest)
     assert [record.duration for record in records] == [0.5, 1.0]  # 1.05 s: clamped to the file
     assert stats.partial_audio == 1 and "only their first `duration` seconds" in caplog.text
@@ -579,7 +580,7 @@ def test_silent_and_clipped_audio_give_finite_features_loss_and_gradients():
     )
     model.eval()
     assert torch.isfinite(model(silent, lengths, targets, target_lengths))
-    assert len(model.transcribe_ids(silent, lengths)) == 2
+    assert len(transcribe_ids(model, silent, lengths)) == 2
 
 
 # --- the DataModule: setup counts, noise folders, a whole epoch --------------------------------

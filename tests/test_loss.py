@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from rnnt.constants import BLANK_ID
-from rnnt.loss import _lattice_loss, fused_rnnt_loss, reference_rnnt_loss, rnnt_loss
+from rnnt.loss import fused_rnnt_loss, reference_rnnt_loss, rnnt_loss
+from rnnt.loss.lattice import _lattice_loss
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "silu": F.silu}
 

@@ -11,11 +11,11 @@ import pytest
 
 from rnnt.data.manifest import (
     ManifestError,
-    Utterance,
     read_manifest,
     read_manifest_with_stats,
     write_manifest,
 )
+from rnnt.data.manifest_line import Utterance
 
 
 def _audio(folder, name="a.flac"):

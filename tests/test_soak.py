@@ -148,9 +148,9 @@ class MemoryRecorder(pl.Callback):
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc (Linux)")
 def test_memory_stays_flat_over_epochs_with_workers(tmp_path):
-    from rnnt.cli import make_cli
-    from rnnt.data.synth import synthesize_demo_corpus
+    from rnnt.corpus.synth import synthesize_demo_corpus
     from rnnt.data.tokenizer import train_tokenizer
+    from rnnt.lightning_cli import make_cli
 
     corpus = tmp_path / "corpus"
     synthesize_demo_corpus(

@@ -1,4 +1,4 @@
-"""The synthesized demo corpus (rnnt/data/synth.py) and its eSpeak NG wrapper (rnnt/data/espeak.py)."""
+"""The synthesized demo corpus (rnnt/corpus/synth.py) and its eSpeak NG engine (rnnt/corpus/engines/espeak.py)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from rnnt.constants import (
     DEMO_VARIANTS,
     SAMPLE_RATE,
 )
-from rnnt.data import espeak
-from rnnt.data.grammar import ALLOWED_CHARACTERS, CATEGORIES
+from rnnt.corpus.engines import espeak
+from rnnt.corpus.grammar import ALLOWED_CHARACTERS, CATEGORIES
+from rnnt.corpus.resample import resample
+from rnnt.corpus.synth import synthesize_demo_corpus
 from rnnt.data.manifest import read_manifest
-from rnnt.data.sound import resample
-from rnnt.data.synth import synthesize_demo_corpus
 
 TRAIN_HOURS = 0.01  # 36 s of speech
 SEED = 11

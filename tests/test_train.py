@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from rnnt.checkpoint import load_checkpoint
-from rnnt.cli import make_cli
+from rnnt.lightning_cli import make_cli
 from tests.tiny import tiny_fit_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -60,9 +60,10 @@ class _RecordingModel(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.calls: list[tuple[int, int]] = []
 
-    def transcribe_ids(self, audio, audio_lengths, max_symbols_per_frame, beam_size=1):
-        self.calls.append((max_symbols_per_frame, beam_size))
-        return [[len(self.calls)] for _ in range(len(audio))]
+
+def _record_decoding_options(model, audio, audio_lengths, max_symbols_per_frame, beam_size=1):
+    model.calls.append((max_symbols_per_frame, beam_size))
+    return [[len(model.calls)] for _ in range(len(audio))]
 
 
 class _DigitTokenizer:
@@ -70,7 +71,8 @@ class _DigitTokenizer:
         return " ".join(str(i) for i in ids)
 
 
-def test_transcribe_manifest_passes_beam_size_to_the_model(tmp_path):
+def test_transcribe_manifest_passes_beam_size_to_the_model(tmp_path, monkeypatch):
+    monkeypatch.setattr("rnnt.transcribe.transcribe_ids", _record_decoding_options)
     records = []
     for index in range(3):
         path = tmp_path / f"tone{index}.wav"

@@ -17,6 +17,7 @@ from rnnt.checkpoint import (
 )
 from rnnt.constants import FRONTEND_STYLE, SAMPLE_RATE
 from rnnt.data.tokenizer import Tokenizer
+from rnnt.decoding import transcribe_ids
 from rnnt.loss import fused_rnnt_loss
 from rnnt.models.joiner import Joiner
 from rnnt.models.transducer import PRESETS, Transducer, TransducerConfig, config_from_preset
@@ -180,7 +181,7 @@ def test_joiner_broadcasts_over_the_lattice():
 def test_transcribe_ids_restores_training_mode():
     model = Transducer(config_from_preset("tiny", 7, **SMALL)).train()
     audio, audio_lengths, _, _ = _batch(7)
-    hypotheses = model.transcribe_ids(audio, audio_lengths, max_symbols_per_frame=2)
+    hypotheses = transcribe_ids(model, audio, audio_lengths, max_symbols_per_frame=2)
     assert len(hypotheses) == 3 and model.training
 
 
@@ -236,7 +237,7 @@ def test_tiny_model_overfits_tone_utterances(one_thread):
         optimizer.step()
         first_loss = first_loss or loss.item()
         converged = step % 20 == 19 and loss.item() < 0.1 * first_loss
-        if converged and model.transcribe_ids(audio, audio_lengths) == references:
+        if converged and transcribe_ids(model, audio, audio_lengths) == references:
             break
     assert loss.item() < 0.1 * first_loss
-    assert model.transcribe_ids(audio, audio_lengths) == references
+    assert transcribe_ids(model, audio, audio_lengths) == references

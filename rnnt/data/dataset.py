@@ -1,26 +1,13 @@
-"""The training data pipeline: manifests -> lhotse cuts -> duration buckets -> padded batches.
+"""Worker side of the data pipeline: a batch of cuts -> loaded, noised, tokenized, padded.
 
-``TransducerDataModule`` is what ``rnnt fit|validate|test`` use. The pieces:
-
-* manifests are validated by ``read_manifest`` and each utterance becomes a lhotse cut of its
-  audio file (any rate or channel count soundfile reads; resampled to 16 kHz and averaged to
-  mono while loading): ``rnnt.data.cuts``;
-* training cuts are shuffled per epoch and speed-perturbed *before* the sampler, so the
-  sampler's ``max_duration`` counts perturbed durations (``CutSource``, ``rnnt.data.cuts``);
-* ``BucketingSampler`` (lhotse's ``DynamicBucketingSampler`` with a strict bound) groups cuts
-  of similar duration (little padding) into batches of at most ``max_batch_duration`` seconds
-  *including padding* (batch size x longest cut) and at most ``batch_size`` cuts; under DDP
-  every rank gets a disjoint share and the same number of batches: ``rnnt.data.sampling``;
-* ``TransducerDataset`` (this module) runs in the workers: loads audio, adds background noise
-  (training), tokenizes, pads. Unreadable audio is skipped with a warning and a running count.
+``TransducerDataset`` runs in the data-loader workers: loads each cut's audio as 16 kHz mono
+(``rnnt.data.audio``), adds background noise (training), tokenizes, and pads with ``collate``.
+Unreadable audio is skipped with a warning and a running count.
 
 Batches are dicts: ``audio`` (B, S) float32 at 16 kHz, ``audio_lengths`` (B,) int64 samples,
 ``targets`` (B, U) int64 padded with 0, ``target_lengths`` (B,) int64, ``texts`` list of B
 normalised transcripts, ``ids`` list of B utterance ids (``"{manifest name}:{line}"``),
 ``counted`` (B,) bool: False for DDP stand-ins and sampler copies (see ``TransducerDataset``).
-
-Under DDP, build the Trainer with ``use_distributed_sampler=False``: the lhotse sampler
-already splits the data by rank, and Lightning would otherwise wrap it a second time.
 """
 
 from __future__ import annotations
@@ -29,47 +16,16 @@ import logging
 import multiprocessing
 import os
 import re
-import signal
-from collections import Counter
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from lhotse import CutSet
 from lhotse.cut import Cut
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from rnnt.constants import (
-    BATCH_SIZE,
-    BG_NOISE_PATH,
-    DDP_PLACEHOLDER_SECONDS,
-    MAX_BATCH_DURATION,
-    MAX_DECODE_DURATION,
-    MAX_UTTERANCE_DURATION,
-    MIN_UTTERANCE_DURATION,
-    NOISE_PROBABILITY,
-    NOISE_SNR_RANGE_DB,
-    NUM_BUCKETS,
-    NUM_WORKERS,
-    SAMPLE_RATE,
-    SAMPLER_BUFFER_SIZE,
-    SEED,
-    SPEED_PERTURB_FACTORS,
-    TEST_MANIFEST,
-    TOKENIZER_MODEL_PATH,
-    TRAIN_MANIFEST,
-    VAL_MANIFEST,
-)
-from rnnt.data.augment import BackgroundNoise, NoiseSource, RandomSpeed
-from rnnt.data.cuts import (
-    AudioRecord,
-    CutSource,
-    describe_error,
-    load_audio_records_with_stats,
-    load_mono,
-)
-from rnnt.data.manifest import ManifestError, ManifestStats
-from rnnt.data.sampling import BucketingSampler
+from rnnt.constants import DDP_PLACEHOLDER_SECONDS, SAMPLE_RATE
+from rnnt.data.audio import describe_error, load_mono
+from rnnt.data.augment import BackgroundNoise
 from rnnt.data.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -82,7 +38,7 @@ class TransducerDataset(Dataset):
     Runs in data-loader workers. A cut whose audio cannot be loaded (missing, corrupt,
     truncated, non-finite samples) is skipped with a warning and counted in
     ``num_skipped`` (shared by all workers). When every cut of a batch fails: with one
-    process (``world_size == 1``) the result is ``None`` and ``SkippingDataLoader`` moves on
+    process (``world_size == 1``) the result is ``None`` and ``SkippingDataLoader`` (``rnnt.data.loader``) moves on
     to the next batch; under DDP every rank must run the same number of steps (each step is
     a collective), so this worker's last good batch stands in (or, before it has one,
     ``DDP_PLACEHOLDER_SECONDS`` of silence), marked as not counted.
@@ -184,26 +140,6 @@ class TransducerDataset(Dataset):
         return state
 
 
-def _log_unknown_characters(manifest: str, records: list[AudioRecord], tokenizer: Tokenizer):
-    known = tokenizer.known_characters
-    unknown: Counter[str] = Counter()
-    affected = 0
-    for record in records:
-        missing = set(record.text) - known
-        if missing:
-            affected += 1
-            unknown.update(missing)
-    if affected:
-        logger.warning(
-            "%s: %d of %d transcripts have characters the tokenizer never saw (they train as "
-            "the unknown piece): %s; retrain the tokenizer on this text if they matter",
-            manifest,
-            affected,
-            len(records),
-            ", ".join(f"{char!r} ({count})" for char, count in unknown.most_common(10)),
-        )
-
-
 def collate(
     waveforms: list[torch.Tensor], token_ids: list[torch.Tensor], texts: list[str], ids: list[str]
 ) -> dict:
@@ -232,274 +168,3 @@ def is_sampler_copy(cut_id: str) -> bool:
     number (``name:line``), so no original id has that ending.
     """
     return _SAMPLER_COPY.search(cut_id) is not None
-
-
-def ignore_stop_signals(worker_id: int) -> None:
-    """Data-loader workers ignore SIGTERM, SIGUSR1 and SIGUSR2.
-
-    Schedulers (SLURM, systemd) signal every process of a job, workers included. A worker
-    killed by the signal would fail the run before the main process saves its checkpoint
-    (``rnnt.callbacks.StopOnSignal``); workers end with the main process anyway.
-    """
-    for name in ("SIGTERM", "SIGUSR1", "SIGUSR2"):
-        signal.signal(signal.Signals[name], signal.SIG_IGN)
-
-
-class ResumedSampler:
-    """Iterates ``sampler`` (lhotse's, rank-aware) but starts its next epoch ``skip`` batches in.
-
-    Only batch boundaries (cut durations) are computed for the skipped batches: no audio is
-    read. Later epochs start from the beginning.
-    """
-
-    def __init__(self, sampler: BucketingSampler, skip: int) -> None:
-        self.sampler = sampler
-        self.skip = skip
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-
-    def __iter__(self):
-        iterator = iter(self.sampler)
-        for _ in range(self.skip):
-            if next(iterator, None) is None:
-                break
-        self.skip = 0
-        return iterator
-
-
-class SkippingDataLoader(DataLoader):
-    """A ``DataLoader`` that passes over ``None`` batches (every utterance failed to load)."""
-
-    def __iter__(self):
-        for batch in super().__iter__():
-            if batch is not None:
-                yield batch
-
-
-class TransducerDataModule(pl.LightningDataModule):
-    """Train/val/test data for ``rnnt fit|validate|test``; every default comes from constants.
-
-    Args:
-        train_manifest, val_manifest, test_manifest: JSON-lines manifests.
-        tokenizer_path: SentencePiece model (``rnnt tokenizer`` writes it).
-        noise_path: folder of background noise audio (searched recursively); None: no noise.
-        max_batch_duration: seconds of audio per batch, padding included (B x longest);
-            None: batches of exactly ``batch_size`` utterances (still duration-bucketed).
-        batch_size: most utterances per batch (a cap next to ``max_batch_duration``).
-        num_workers: data-loader worker processes per rank (0: load in the main process).
-        num_buckets: duration buckets of equal total duration; the last one (the long tail)
-            is split further until its edges differ by at most ``BUCKET_MAX_EDGE_RATIO``.
-        speed_perturb: speed factors, one drawn per training utterance and epoch; [] = off.
-        noise_probability: chance a training utterance gets noise.
-        snr_range_db: [low, high] dB, the noise SNR is drawn uniformly from it.
-        min_duration, max_duration: seconds; training utterances outside are skipped.
-        max_eval_duration: seconds; longer val/test utterances are skipped (the model would
-            run on each in one piece); None: no limit.
-        skip_invalid: skip bad manifest lines and unreadable audio (with a warning) instead
-            of stopping with an error naming file:line. Skips at setup are counted per split
-            in ``setup_stats``, skips while loading audio in ``num_skipped_utterances``.
-        seed: shuffling, speed factors and bucket choice.
-        world_size, rank: override the DDP layout (testing); None: from torch.distributed.
-    """
-
-    def __init__(
-        self,
-        train_manifest: str = TRAIN_MANIFEST,
-        val_manifest: str = VAL_MANIFEST,
-        test_manifest: str = TEST_MANIFEST,
-        tokenizer_path: str = TOKENIZER_MODEL_PATH,
-        noise_path: str | None = BG_NOISE_PATH,
-        max_batch_duration: float | None = MAX_BATCH_DURATION,
-        batch_size: int | None = BATCH_SIZE,
-        num_workers: int = NUM_WORKERS,
-        num_buckets: int = NUM_BUCKETS,
-        speed_perturb: list[float] = SPEED_PERTURB_FACTORS,
-        noise_probability: float = NOISE_PROBABILITY,
-        snr_range_db: list[float] = NOISE_SNR_RANGE_DB,
-        min_duration: float = MIN_UTTERANCE_DURATION,
-        max_duration: float = MAX_UTTERANCE_DURATION,
-        max_eval_duration: float | None = MAX_DECODE_DURATION,
-        skip_invalid: bool = True,
-        seed: int = SEED,
-        world_size: int | None = None,
-        rank: int | None = None,
-    ) -> None:
-        super().__init__()
-        if max_batch_duration is None and batch_size is None:
-            raise ValueError("set max_batch_duration (seconds per batch) or batch_size, or both")
-        if max_batch_duration is not None and max_batch_duration <= 0:
-            raise ValueError(f"max_batch_duration must be > 0 seconds, got {max_batch_duration}")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.save_hyperparameters()
-        self.train_manifest = train_manifest
-        self.val_manifest = val_manifest
-        self.test_manifest = test_manifest
-        self.tokenizer_path = tokenizer_path
-        self.noise_path = noise_path
-        self.max_batch_duration = max_batch_duration
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.num_buckets = num_buckets
-        self.speed_perturb = list(speed_perturb)
-        self.noise_probability = noise_probability
-        self.snr_range_db = list(snr_range_db)
-        self.min_duration = min_duration
-        self.max_duration = max_duration
-        self.max_eval_duration = max_eval_duration
-        self.skip_invalid = skip_invalid
-        self.seed = seed
-        self.world_size = world_size
-        self.rank = rank
-        self._tokenizer: Tokenizer | None = None
-        self._records: dict[str, list[AudioRecord]] = {}
-        self.setup_stats: dict[str, ManifestStats] = {}
-        self._noise: NoiseSource | None = None
-        self._datasets: list[TransducerDataset] = []
-        self._resume_at: tuple[int, int] | None = None
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The SentencePiece tokenizer at ``tokenizer_path`` (loaded once)."""
-        if self._tokenizer is None:
-            self._tokenizer = Tokenizer.load(self.tokenizer_path)
-        return self._tokenizer
-
-    @property
-    def num_skipped_utterances(self) -> int:
-        """Utterances skipped so far for unreadable audio in this process's loaders."""
-        return sum(dataset.num_skipped for dataset in self._datasets)
-
-    def setup(self, stage: str | None = None) -> None:
-        """Validate the manifests the stage needs (errors name file:line) and read headers.
-
-        ``fit``: train and val; ``validate``: val; ``test``: test; None: all three. Duration
-        filtering (``min_duration``/``max_duration``) applies to training only: val and test
-        are scored on every utterance up to ``max_eval_duration``. What each split skipped is
-        kept in ``setup_stats``; transcripts with characters the tokenizer never saw are
-        logged (they train on the unknown piece).
-        """
-        splits = {
-            "fit": ("train", "val"),
-            "validate": ("val",),
-            "test": ("test",),
-            "predict": (),
-        }.get(stage or "", ("train", "val", "test"))
-        _ = self.tokenizer  # a missing tokenizer should stop us before any audio is read
-        for split in splits:
-            if split in self._records:
-                continue
-            manifest = getattr(self, f"{split}_manifest")
-            is_train = split == "train"
-            records, stats = load_audio_records_with_stats(
-                manifest,
-                min_duration=self.min_duration if is_train else None,
-                max_duration=self.max_duration if is_train else self.max_eval_duration,
-                skip_invalid=self.skip_invalid,
-            )
-            self.setup_stats[split] = stats
-            if not records:
-                raise ManifestError(
-                    manifest,
-                    0,
-                    "no usable utterance"
-                    + (
-                        f" between {self.min_duration:g} and {self.max_duration:g} s"
-                        if is_train
-                        else ""
-                    )
-                    + "; check the manifest and the warnings above",
-                )
-            _log_unknown_characters(manifest, records, self.tokenizer)
-            self._records[split] = records
-        if "train" in splits and self._noise is None and self._uses_noise():
-            self._noise = NoiseSource(self.noise_path, SAMPLE_RATE)
-
-    def _uses_noise(self) -> bool:
-        return self.noise_path is not None and self.noise_probability > 0
-
-    def _records_for(self, split: str) -> list[AudioRecord]:
-        if split not in self._records:
-            self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
-        return self._records[split]
-
-    def make_sampler(self, split: str) -> BucketingSampler:
-        """The lhotse sampler of ``split`` (train: shuffled and speed-perturbed).
-
-        The DDP rank and world size are read when this is called (from torch.distributed
-        unless given to the constructor), so call it after the process group exists.
-        """
-        is_train = split == "train"
-        speed = None
-        if is_train and any(factor != 1.0 for factor in self.speed_perturb):
-            speed = RandomSpeed(self.speed_perturb, self.seed)
-        source = CutSource(self._records_for(split), shuffle=is_train, speed=speed, seed=self.seed)
-        return BucketingSampler(
-            source,
-            max_duration=self.max_batch_duration,
-            max_cuts=self.batch_size,
-            num_buckets=self.num_buckets,
-            shuffle=is_train,
-            drop_last=False,
-            buffer_size=SAMPLER_BUFFER_SIZE,
-            seed=self.seed,
-            world_size=self.world_size,
-            rank=self.rank,
-        )
-
-    def make_dataloader(self, split: str) -> SkippingDataLoader:
-        """A loader of padded batch dicts for ``split`` ("train", "val" or "test")."""
-        sampler = self.make_sampler(split)
-        noise = None
-        if split == "train" and self._uses_noise():
-            if self._noise is None:
-                self._noise = NoiseSource(self.noise_path, SAMPLE_RATE)
-            noise = BackgroundNoise(self._noise, self.noise_probability, self.snr_range_db)
-        dataset = TransducerDataset(self.tokenizer, noise=noise, world_size=sampler.world_size)
-        self._datasets.append(dataset)
-        if split == "train" and self._resume_at is not None:
-            epoch, batches_done = self._resume_at
-            self._resume_at = None
-            sampler.set_epoch(epoch)
-            sampler = ResumedSampler(sampler, batches_done)
-        return SkippingDataLoader(
-            dataset,
-            sampler=sampler,
-            batch_size=None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            worker_init_fn=ignore_stop_signals,
-        )
-
-    def state_dict(self) -> dict[str, int]:
-        """Where training stands in the current epoch, saved in every checkpoint.
-
-        A checkpoint written mid-epoch (on SIGTERM, or every N steps) records the epoch and
-        the batches this rank has trained on in it; resuming continues with the next batch
-        of the same order instead of starting the epoch's data over. Empty at an epoch's end.
-        """
-        trainer = self.trainer
-        if trainer is None or trainer.state.fn != "fit":
-            return {}
-        progress = trainer.fit_loop.epoch_loop.batch_progress
-        if progress.is_last_batch or not progress.current.processed:
-            return {}
-        return {
-            "train_epoch": trainer.current_epoch,
-            "train_batches_done": progress.current.processed,
-        }
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        if "train_epoch" in state_dict:
-            self._resume_at = (state_dict["train_epoch"], state_dict["train_batches_done"])
-
-    def train_dataloader(self) -> SkippingDataLoader:
-        return self.make_dataloader("train")
-
-    def val_dataloader(self) -> SkippingDataLoader:
-        return self.make_dataloader("val")
-
-    def test_dataloader(self) -> SkippingDataLoader:
-        return self.make_dataloader("test")

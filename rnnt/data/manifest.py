@@ -1,57 +1,49 @@
-"""NeMo-style JSON-lines manifests: read, validate, filter and write.
+"""NeMo-style JSON-lines manifest files: read (validated line by line, filtered) and write.
 
 One utterance a line::
 
     {"audio_filepath": "audio/train/000001.flac", "duration": 2.35, "text": "call mum", "offset": 0.0}
 
-``audio_filepath`` (required) is absolute or relative to the manifest's folder; ``duration``
-(required) is seconds, a finite number > 0; ``text`` (required) is the transcript; ``offset``
-(optional) is where the utterance starts in the file, seconds >= 0. Any other field is kept in
-``Utterance.extra``. Empty or whitespace-only lines are ignored, and so are Windows line endings
-and a UTF-8 byte order mark at the start of any line (concatenated files keep theirs).
+The fields and how each line is validated are ``rnnt.data.manifest_line``. Empty or
+whitespace-only lines are ignored, and so are Windows line endings and a UTF-8 byte order mark
+at the start of any line (concatenated files keep theirs).
 
 Reading never fails with anything but ``ManifestError`` on the file's content, whatever its
-bytes: invalid UTF-8, lone surrogate escapes, JSON nested too deeply for the parser, integers
-too large for a float and lines longer than ``MANIFEST_MAX_LINE_BYTES`` are bad lines like any
-other. Files that are not JSON lines at all (gzip, zip, UTF-16, audio) are refused as a whole,
-naming what they look like.
+bytes: lines that do not parse and lines longer than ``MANIFEST_MAX_LINE_BYTES`` are bad lines
+like any other. Files that are not JSON lines at all (gzip, zip, UTF-16, audio) are refused as
+a whole, naming what they look like.
 
 Reading is strict by default: the first bad line raises a ``ManifestError`` that names the file,
 the line and what is wrong. ``skip_invalid=True`` skips bad lines instead and logs, once per
 manifest, how many were skipped for which reason. Utterances outside ``[min_duration,
 max_duration]`` are always skipped: that is filtering, not an error. ``read_manifest_with_stats``
-also returns those counts as a ``ManifestStats``.
+also returns those counts as a ``ManifestStats`` (``rnnt.data.manifest_stats``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import tempfile
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rnnt.constants import MANIFEST_MAX_LINE_BYTES, MANIFEST_SKIP_EXAMPLES
+from rnnt.constants import MANIFEST_MAX_LINE_BYTES
+from rnnt.data.manifest_line import REQUIRED_FIELDS, InvalidLine, Utterance, parse_line
+from rnnt.data.manifest_stats import (
+    SKIP_EMPTY_TEXT,
+    SKIP_INVALID,
+    SKIP_MISSING_AUDIO,
+    SKIP_TOO_LONG,
+    SKIP_TOO_SHORT,
+    ManifestStats,
+    log_stats,
+)
 
 logger = logging.getLogger(__name__)
 
-REQUIRED_FIELDS = ("audio_filepath", "duration", "text")
-KNOWN_FIELDS = (*REQUIRED_FIELDS, "offset")
-
-# Skip reasons, the keys of ManifestStats.skipped.
-SKIP_INVALID = "invalid"  # not decodable, not JSON, missing field, wrong type or value
-SKIP_EMPTY_TEXT = "empty_text"
-SKIP_MISSING_AUDIO = "missing_audio"
-SKIP_TOO_SHORT = "too_short"  # filtering, never an error
-SKIP_TOO_LONG = "too_long"  # filtering, never an error
-# Set by rnnt.data.cuts, which reads the audio headers:
-SKIP_UNREADABLE_AUDIO = "unreadable_audio"  # no readable header (not audio), or no sample
-SKIP_DURATION_MISMATCH = "duration_mismatch"  # offset/duration beyond the end of the file
 _BOM = b"\xef\xbb\xbf"
 # Leading bytes of files that are not UTF-8 JSON lines, and what to tell the user.
 _NOT_JSON_LINES = (
@@ -84,75 +76,6 @@ class ManifestError(ValueError):
 
     def __reduce__(self):  # keeps the error picklable (it crosses data-loader workers)
         return (type(self), (self.path, self.line, self.message))
-
-
-@dataclass(frozen=True)
-class Utterance:
-    """One manifest line, validated.
-
-    ``audio_filepath`` is absolute; ``duration`` and ``offset`` are seconds; ``line`` is the
-    1-based line number in the manifest it came from (0 when made in code); ``extra`` holds
-    every field besides the four known ones.
-    """
-
-    audio_filepath: str
-    duration: float
-    text: str
-    offset: float = 0.0
-    line: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_record(self) -> dict[str, Any]:
-        """The manifest line as a dict (offset only when non-zero, extra fields after)."""
-        record: dict[str, Any] = {
-            "audio_filepath": self.audio_filepath,
-            "duration": self.duration,
-            "text": self.text,
-        }
-        if self.offset:
-            record["offset"] = self.offset
-        record.update(self.extra)
-        return record
-
-
-@dataclass
-class ManifestStats:
-    """What reading one manifest kept and skipped.
-
-    ``skipped`` counts skipped lines per reason (``invalid``, ``empty_text``,
-    ``missing_audio``, ``too_short``, ``too_long``; ``unreadable_audio`` and
-    ``duration_mismatch`` once the audio headers are read); ``examples`` quotes the first few
-    as ``"file:line: why"``; ``kept_duration`` is the seconds of audio kept; ``partial_audio``
-    counts kept utterances without an offset that use only the start of a longer file.
-    """
-
-    path: str
-    kept: int = 0
-    kept_duration: float = 0.0
-    skipped: Counter = field(default_factory=Counter)
-    examples: list[str] = field(default_factory=list)
-    partial_audio: int = 0
-
-    @property
-    def num_skipped(self) -> int:
-        return sum(self.skipped.values())
-
-    def skip(self, reason: str, line: int, why: str) -> None:
-        """Count line ``line`` as skipped for ``reason``; ``why`` is quoted if among the first."""
-        self.skipped[reason] += 1
-        if len(self.examples) < MANIFEST_SKIP_EXAMPLES:
-            self.examples.append(f"{self.path}:{line}: {why}")
-
-    def summary(self) -> str:
-        """One line: kept, skipped per reason, the first examples."""
-        counts = ", ".join(f"{reason}: {count}" for reason, count in sorted(self.skipped.items()))
-        text = (
-            f"{self.path}: kept {self.kept} utterances ({self.kept_duration:.1f} s), "
-            f"skipped {self.num_skipped}"
-        )
-        if self.num_skipped:
-            text += f" ({counts}); first: {' | '.join(self.examples)}"
-        return text
 
 
 def read_manifest(
@@ -192,7 +115,7 @@ def read_manifest_with_stats(
         skip_invalid: skip bad lines, empty transcripts and missing audio files instead of
             raising ``ManifestError``.
         check_audio: check that every kept utterance's audio file exists.
-        log_skips: log the skips (callers that add their own, like ``rnnt.data.cuts``, log
+        log_skips: log the skips (callers that add their own, like ``rnnt.data.records``, log
             the total once themselves).
 
     Returns:
@@ -219,15 +142,15 @@ def read_manifest_with_stats(
         lines += 1
         try:
             if raw is None:
-                raise _Skip(
+                raise InvalidLine(
                     SKIP_INVALID,
                     f"line is longer than {MANIFEST_MAX_LINE_BYTES} bytes; a manifest has one "
                     "short JSON object per line (is this the right file?)",
                 )
-            utterance = _parse_line(raw, line_number, base_dir)
+            utterance = parse_line(raw, line_number, base_dir)
             if not utterance.text.strip():
-                raise _Skip(SKIP_EMPTY_TEXT, "empty transcript ('text' has no words)")
-        except _Skip as skip:
+                raise InvalidLine(SKIP_EMPTY_TEXT, "empty transcript ('text' has no words)")
+        except InvalidLine as skip:
             if not skip_invalid:
                 raise ManifestError(
                     display,
@@ -265,7 +188,7 @@ def read_manifest_with_stats(
     if not lines:
         logger.warning("%s: the manifest is empty (no JSON line in it)", display)
     if log_skips:
-        log_stats(stats)
+        log_stats(stats, logger)
     return utterances, stats
 
 
@@ -311,15 +234,6 @@ def write_manifest(
 # --- internals ---------------------------------------------------------------------------------
 
 
-class _Skip(Exception):
-    """A line is invalid for ``reason``; ``why`` says how."""
-
-    def __init__(self, reason: str, why: str) -> None:
-        super().__init__(why)
-        self.reason = reason
-        self.why = why
-
-
 def _check_file_kind(manifest: Path, display: str) -> None:
     try:
         with open(manifest, "rb") as handle:
@@ -357,107 +271,6 @@ def _numbered_lines(manifest: Path) -> Iterator[tuple[int, bytes | None]]:
         raise ManifestError(str(manifest), 0, f"cannot read manifest: {error}") from None
 
 
-def _parse_line(raw: bytes, line_number: int, base_dir: str) -> Utterance:
-    try:
-        text_line = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise _Skip(
-            SKIP_INVALID,
-            f"line is not valid UTF-8 (byte {error.start}: {raw[error.start : error.start + 1]!r}); "
-            "re-encode the manifest as UTF-8",
-        ) from None
-    try:
-        record = json.loads(text_line)
-    except json.JSONDecodeError as error:
-        why = f"invalid JSON: {error.msg} at column {error.colno}"
-        if error.msg == "Extra data" and "\r" in text_line.rstrip():
-            why += " (the file seems to end its lines with CR only; convert them to LF)"
-        raise _Skip(SKIP_INVALID, why) from None
-    except RecursionError:
-        raise _Skip(SKIP_INVALID, "invalid JSON: nested too deeply to parse") from None
-    except ValueError as error:  # e.g. an integer of more than 4300 digits
-        raise _Skip(SKIP_INVALID, f"invalid JSON: {_first_words(error)}") from None
-    if not isinstance(record, dict):
-        raise _Skip(SKIP_INVALID, f"expected a JSON object per line, got {type(record).__name__}")
-    if "\\u" in text_line:  # only escapes can make a lone surrogate (raw UTF-8 cannot)
-        _check_unicode(record)
-    missing = [name for name in REQUIRED_FIELDS if name not in record]
-    if missing:
-        raise _Skip(
-            SKIP_INVALID,
-            f"missing field{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
-            f"(required: {', '.join(REQUIRED_FIELDS)})",
-        )
-    audio = record["audio_filepath"]
-    if not isinstance(audio, str) or not audio.strip():
-        raise _Skip(
-            SKIP_INVALID,
-            f"field 'audio_filepath' must be a non-empty string, got {_describe(audio)}",
-        )
-    if "\0" in audio:
-        raise _Skip(SKIP_INVALID, f"field 'audio_filepath' contains a NUL character: {audio!r}")
-    text = record["text"]
-    if not isinstance(text, str):
-        raise _Skip(SKIP_INVALID, f"field 'text' must be a string, got {_describe(text)}")
-    duration = _seconds(record["duration"], "duration")
-    if not duration > 0:
-        raise _Skip(SKIP_INVALID, f"field 'duration' must be > 0 seconds, got {duration!r}")
-    offset = _seconds(record.get("offset", 0.0), "offset")
-    if offset < 0:
-        raise _Skip(SKIP_INVALID, f"field 'offset' must be >= 0 seconds, got {offset!r}")
-    extra = {key: value for key, value in record.items() if key not in KNOWN_FIELDS}
-    return Utterance(
-        audio_filepath=os.path.normpath(os.path.join(base_dir, os.path.expanduser(audio))),
-        duration=duration,
-        text=text,
-        offset=offset,
-        line=line_number,
-        extra=extra,
-    )
-
-
-def _check_unicode(record: dict) -> None:
-    # "\ud800" is valid JSON but not Unicode: it would fail later, when the text is
-    # tokenized or written back as UTF-8 (after hours of transcription).
-    try:
-        json.dumps(record, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as error:
-        bad = error.object[error.start : error.end]
-        raise _Skip(
-            SKIP_INVALID,
-            f"contains {bad!r}, an unpaired UTF-16 surrogate escape: not valid Unicode",
-        ) from None
-
-
-def _first_words(error: Exception) -> str:
-    return str(error).split(";")[0][:120]
-
-
-def _seconds(value: Any, name: str) -> float:
-    # bool is an int subclass, but `"duration": true` is a mistake, not one second.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Skip(
-            SKIP_INVALID, f"field {name!r} must be a number of seconds, got {_describe(value)}"
-        )
-    try:
-        seconds = float(value)
-    except OverflowError:
-        raise _Skip(
-            SKIP_INVALID,
-            f"field {name!r} must be finite, got an integer of {len(str(value))} digits",
-        ) from None
-    if not math.isfinite(seconds):
-        raise _Skip(SKIP_INVALID, f"field {name!r} must be finite, got {seconds!r}")
-    return seconds
-
-
-def _describe(value: Any) -> str:
-    shown = repr(value)
-    if len(shown) > 40:
-        shown = shown[:37] + "..."
-    return f"{type(value).__name__} {shown}"
-
-
 def _record_to_line(record: Mapping[str, Any] | Utterance, index: int, base_dir: str) -> dict:
     line = record.to_record() if isinstance(record, Utterance) else dict(record)
     missing = [name for name in REQUIRED_FIELDS if name not in line]
@@ -473,12 +286,3 @@ def _record_to_line(record: Mapping[str, Any] | Utterance, index: int, base_dir:
             audio = relative
     line["audio_filepath"] = Path(audio).as_posix() if not os.path.isabs(audio) else audio
     return line
-
-
-def log_stats(stats: ManifestStats, log: logging.Logger = logger) -> None:
-    """Log what a manifest's reading skipped, once: a warning when anything was unusable, info
-    when utterances were only filtered by duration, nothing when nothing was skipped."""
-    if not stats.num_skipped:
-        return
-    filtered_only = set(stats.skipped) <= {SKIP_TOO_SHORT, SKIP_TOO_LONG}
-    log.log(logging.INFO if filtered_only else logging.WARNING, "%s", stats.summary())

@@ -1,7 +1,7 @@
 """Joint network: combines an encoder frame with a prediction output into token logits.
 
 ``logits = output(act(encoder_proj(encoder_out) + predictor_proj(decoder_out)))``. Training
-never calls :meth:`Joiner.forward` on the whole lattice: the fused loss in ``rnnt/loss.py``
+never calls :meth:`Joiner.forward` on the whole lattice: the fused loss in ``rnnt/loss/fused.py``
 takes the two projections and the output layer's weights and builds the logits chunk by chunk.
 Decoding calls it one frame at a time.
 """

@@ -39,22 +39,17 @@ from rnnt.constants import (
     FRONTEND_STYLE,
     JOINER_ACTIVATION,
     LOSS_CHUNK_SIZE,
-    MAX_SYMBOLS_PER_FRAME,
     N_MELS,
     SUBSAMPLING_CHANNELS,
     SUBSAMPLING_FACTOR,
 )
-from rnnt.decoding import beam_search, check_beam_size, greedy_search
 from rnnt.loss import fused_rnnt_loss
 from rnnt.models.decoder import PredictionNetwork
 from rnnt.models.encoder import ConformerEncoder
-from rnnt.models.frontend import (
-    FeatureNormalizer,
-    LogMelFrontend,
-    SpecAugment,
-    check_frontend_style,
-)
+from rnnt.models.features import LogMelFrontend, check_frontend_style
 from rnnt.models.joiner import Joiner
+from rnnt.models.normalizer import FeatureNormalizer
+from rnnt.models.specaugment import SpecAugment
 
 
 @dataclass
@@ -325,30 +320,3 @@ class Transducer(nn.Module):
                 zero_infinity=True,
             )
         return losses.mean()
-
-    def transcribe_ids(
-        self,
-        audio: torch.Tensor,
-        audio_lengths: torch.Tensor,
-        max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
-        beam_size: int = 1,
-    ) -> list[list[int]]:
-        """Token ids (blank removed) of padded audio ``(B, S)`` with lengths ``(B,)``.
-
-        ``beam_size=1`` decodes with greedy search, larger values with beam search keeping
-        that many hypotheses per utterance (``rnnt.decoding``). Runs in eval mode without
-        gradients and restores the previous mode.
-        """
-        check_beam_size(beam_size)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                encoder_out, encoder_lengths = self.encode(audio, audio_lengths)
-                if beam_size == 1:
-                    return greedy_search(self, encoder_out, encoder_lengths, max_symbols_per_frame)
-                return beam_search(
-                    self, encoder_out, encoder_lengths, beam_size, max_symbols_per_frame
-                )
-        finally:
-            self.train(was_training)

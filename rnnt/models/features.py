@@ -1,4 +1,4 @@
-"""Log-mel front end and SpecAugment, computed on the device inside the model.
+"""Log-mel front end, computed on the device inside the model: batched and streaming.
 
 The features are Kaldi-style log filter-bank energies computed by lhotse's torch
 implementation: povey window, pre-emphasis 0.97, 25 ms windows every 10 ms with
@@ -14,23 +14,19 @@ on ``style`` (``TransducerConfig.frontend_style``):
 - ``"kaldi"``: Kaldi's own fbank, HTK mel filters from 20 Hz, DC offset removed per frame. The
   features of checkpoints written before the option existed; their exports map sherpa-onnx's
   features onto these approximately (``rnnt.export``).
+
+``LogMelFrontend`` computes the features of a padded batch, ``LogMelStream`` the same
+features for audio that arrives in pieces.
 """
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 from lhotse.features.kaldi.layers import Wav2LogFilterBank
 from torch import nn
 
 from rnnt.constants import (
     DITHER,
-    FEATURE_NORM_EPS,
-    FEATURE_NORM_MOMENTUM,
-    FREQ_MASK_WIDTH,
-    FREQ_MASKS,
     FRONTEND_STYLE,
     FRONTEND_STYLES,
     HOP_LENGTH_S,
@@ -40,60 +36,11 @@ from rnnt.constants import (
     PREEMPHASIS,
     SAMPLE_RATE,
     SHERPA_MEL_LOW_FREQ_HZ,
-    TIME_MASK_RATIO,
-    TIME_MASKS_MAX,
-    TIME_MASKS_PER_SECOND,
     WIN_LENGTH_S,
     WINDOW_TYPE,
 )
 from rnnt.models.masks import padding_mask
-
-# Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above.
-_SLANEY_HZ_PER_MEL = 200.0 / 3.0
-_SLANEY_LOG_START_HZ = 1000.0
-_SLANEY_LOG_STEP = math.log(6.4) / 27.0  # natural-log Hz per mel above 1 kHz
-
-
-def _hz_to_slaney(hz: np.ndarray) -> np.ndarray:
-    hz = np.asarray(hz, dtype=np.float64)
-    log_start_mel = _SLANEY_LOG_START_HZ / _SLANEY_HZ_PER_MEL
-    log_part = log_start_mel + np.log(np.maximum(hz, 1e-10) / _SLANEY_LOG_START_HZ) / (
-        _SLANEY_LOG_STEP
-    )
-    return np.where(hz < _SLANEY_LOG_START_HZ, hz / _SLANEY_HZ_PER_MEL, log_part)
-
-
-def _slaney_to_hz(mel: np.ndarray) -> np.ndarray:
-    mel = np.asarray(mel, dtype=np.float64)
-    log_start_mel = _SLANEY_LOG_START_HZ / _SLANEY_HZ_PER_MEL
-    log_part = _SLANEY_LOG_START_HZ * np.exp(_SLANEY_LOG_STEP * (mel - log_start_mel))
-    return np.where(mel < log_start_mel, mel * _SLANEY_HZ_PER_MEL, log_part)
-
-
-def slaney_mel_banks(
-    n_mels: int = N_MELS,
-    fft_length: int = 512,
-    sample_rate: int = SAMPLE_RATE,
-    low_freq_hz: float = SHERPA_MEL_LOW_FREQ_HZ,
-    high_freq_hz: float = MEL_HIGH_FREQ_HZ,
-) -> torch.Tensor:
-    """``(fft_length / 2 + 1, n_mels)`` float32 mel filters of the ``"sherpa"`` style.
-
-    kaldi-native-fbank's ``is_librosa`` filters, which sherpa-onnx uses for NeMo models:
-    triangles in Hz between edges equally spaced on the Slaney mel scale from ``low_freq_hz``
-    to ``high_freq_hz``, each scaled to unit area (``2 / (right - left)``, Slaney norm).
-    ``high_freq_hz <= 0`` counts down from the Nyquist frequency.
-    """
-    high = high_freq_hz if high_freq_hz > 0 else sample_rate / 2 + high_freq_hz
-    edges = _slaney_to_hz(np.linspace(_hz_to_slaney(low_freq_hz), _hz_to_slaney(high), n_mels + 2))
-    hz = np.arange(fft_length // 2 + 1) * sample_rate / fft_length
-    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (hz - left) / (center - left)
-    falling = (right - hz) / (right - center)
-    inside = (hz > left) & (hz < right)
-    banks = np.where(inside, np.where(hz <= center, rising, falling), 0.0)
-    banks *= 2.0 / (right - left)
-    return torch.from_numpy(banks.T).float()
+from rnnt.models.mel import slaney_mel_banks
 
 
 def check_frontend_style(style: str) -> None:
@@ -101,7 +48,7 @@ def check_frontend_style(style: str) -> None:
     if style not in FRONTEND_STYLES:
         raise ValueError(
             f"frontend_style={style!r} is not a front end style; choose one of "
-            f"{', '.join(repr(name) for name in FRONTEND_STYLES)} (rnnt/models/frontend.py)."
+            f"{', '.join(repr(name) for name in FRONTEND_STYLES)} (rnnt/models/features.py)."
         )
 
 
@@ -304,140 +251,3 @@ class LogMelStream:
     def _filterbank(self, signal: torch.Tensor) -> torch.Tensor:
         """``(S,)`` samples to the filterbank's ``(T, F)`` frames (its own framing)."""
         return self.frontend.fbank(signal.unsqueeze(0))[0]
-
-
-class FeatureNormalizer(nn.Module):
-    """Global mean and variance normalisation of log-mel bins, estimated while training.
-
-    Raw log-mel values sit far from zero (about -8 ± 5 for speech at ordinary levels), which
-    slows the first layers' learning; per-utterance normalisation would need the whole
-    utterance, which streaming does not have. So each bin is normalised with running
-    statistics of the training set (a global CMVN learned online, like a batch norm without
-    affine that never uses batch statistics directly): updated from the valid frames of each
-    training batch, frozen in eval mode, saved with the weights. Being a per-frame affine
-    map, it keeps features padding-invariant and streaming-friendly.
-    """
-
-    def __init__(self, n_mels: int = N_MELS, momentum: float = FEATURE_NORM_MOMENTUM) -> None:
-        super().__init__()
-        self.momentum = momentum
-        self.register_buffer("mean", torch.zeros(n_mels))
-        self.register_buffer("var", torch.ones(n_mels))
-        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
-
-    @torch.no_grad()
-    def _update(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> None:
-        valid = padding_mask(feature_lengths, features.size(1)).unsqueeze(-1)
-        count = valid.sum().clamp(min=1)
-        mean = (features * valid).sum(dim=(0, 1)) / count
-        var = (((features - mean) ** 2) * valid).sum(dim=(0, 1)) / count
-        # A cumulative average at first, so early batches are not dominated by the zero init.
-        weight = max(self.momentum, 1.0 / float(self.batches_seen + 1))
-        # A batch with a non-finite value leaves the statistics as they were (no host sync):
-        # one bad batch must not spoil every later step's features.
-        finite = torch.isfinite(mean).all() & torch.isfinite(var).all()
-        self.mean.copy_(torch.where(finite, torch.lerp(self.mean, mean, weight), self.mean))
-        self.var.copy_(torch.where(finite, torch.lerp(self.var, var, weight), self.var))
-        self.batches_seen += finite.long()
-
-    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> torch.Tensor:
-        """``(B, T, F)`` log-mel frames to normalised frames; 0 stays 0 past each length."""
-        if self.training:
-            self._update(features.float(), feature_lengths)
-        normalised = (features - self.mean) * torch.rsqrt(self.var + FEATURE_NORM_EPS)
-        valid = padding_mask(feature_lengths, features.size(1)).unsqueeze(-1)
-        return normalised.masked_fill(~valid, 0.0)
-
-
-class SpecAugment(nn.Module):
-    """Frequency and time masking of log-mel features, in training mode only.
-
-    Each utterance gets ``freq_masks`` bands of up to ``freq_mask_width`` bins and
-    ``min(time_masks_max, floor(time_masks_per_second * seconds))`` time spans of up to
-    ``time_mask_ratio`` of its own frames; masked values are set to the utterance's mean
-    feature value. All masks of the batch are drawn at once (no loop over utterances).
-    """
-
-    def __init__(
-        self,
-        freq_masks: int = FREQ_MASKS,
-        freq_mask_width: int = FREQ_MASK_WIDTH,
-        time_masks_max: int = TIME_MASKS_MAX,
-        time_mask_ratio: float = TIME_MASK_RATIO,
-        time_masks_per_second: float = TIME_MASKS_PER_SECOND,
-        hop_length_s: float = HOP_LENGTH_S,
-    ) -> None:
-        super().__init__()
-        self.freq_masks = freq_masks
-        self.freq_mask_width = freq_mask_width
-        self.time_masks_max = time_masks_max
-        self.time_mask_ratio = time_mask_ratio
-        self.time_masks_per_second = time_masks_per_second
-        self.hop_length_s = hop_length_s
-
-    @staticmethod
-    def _spans(
-        extent: torch.Tensor,
-        max_width: torch.Tensor,
-        count: torch.Tensor,
-        max_count: int,
-        size: int,
-    ) -> torch.Tensor:
-        """``(B, size)`` bool: the union of ``count[b]`` random spans of row ``b``, each of
-        width uniform in ``[0, max_width[b]]`` and lying inside ``[0, extent[b])``.
-
-        ``max_count`` spans are drawn for every row and those past the row's own count are
-        given width 0, so that the whole batch is drawn at once.
-        """
-        batch = extent.size(0)
-        device = extent.device
-        if max_count <= 0 or size == 0:
-            return torch.zeros(batch, size, dtype=torch.bool, device=device)
-        draw = torch.rand(batch, max_count, 2, device=device)
-        width = (draw[..., 0] * (max_width.unsqueeze(1) + 1)).long()
-        width = torch.minimum(width, extent.unsqueeze(1))
-        width = width * (torch.arange(max_count, device=device) < count.unsqueeze(1))
-        start = (draw[..., 1] * (extent.unsqueeze(1) - width + 1)).long()
-        axis = torch.arange(size, device=device).view(1, 1, size)
-        inside = (axis >= start.unsqueeze(-1)) & (axis < (start + width).unsqueeze(-1))
-        return inside.any(dim=1)
-
-    def masks(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> torch.Tensor:
-        """``(B, T, F)`` bool, True where a value is masked (never on padded frames)."""
-        batch, num_frames, num_bins = features.shape
-        device = features.device
-        lengths = feature_lengths.to(device=device, dtype=torch.long)
-        bins = torch.full((batch,), num_bins, device=device, dtype=torch.long)
-        freq = self._spans(
-            extent=bins,
-            max_width=torch.full_like(bins, self.freq_mask_width),
-            count=torch.full_like(bins, self.freq_masks),
-            max_count=self.freq_masks,
-            size=num_bins,
-        )
-        seconds = lengths.float() * self.hop_length_s
-        time_count = (seconds * self.time_masks_per_second).floor().long()
-        time = self._spans(
-            extent=lengths,
-            max_width=(lengths.float() * self.time_mask_ratio).floor().long(),
-            count=time_count.clamp(max=self.time_masks_max),
-            max_count=self.time_masks_max,
-            size=num_frames,
-        )
-        valid = padding_mask(lengths.to(device), num_frames)
-        return (freq.unsqueeze(1) | time.unsqueeze(2)) & valid.unsqueeze(2)
-
-    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> torch.Tensor:
-        """Masked copy of ``features (B, T, F)`` in training mode; ``features`` itself in eval.
-
-        Args:
-            features: ``(B, T, F)`` log-mel frames, padded.
-            feature_lengths: ``(B,)`` valid frames.
-        """
-        if not self.training:
-            return features
-        masked = self.masks(features, feature_lengths)
-        valid = padding_mask(feature_lengths.to(features.device), features.size(1)).unsqueeze(-1)
-        count = (feature_lengths.to(features.device).clamp(min=1) * features.size(2)).view(-1, 1, 1)
-        mean = (features * valid).sum(dim=(1, 2), keepdim=True) / count
-        return torch.where(masked, mean.to(features.dtype), features)

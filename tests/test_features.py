@@ -1,5 +1,5 @@
 """Log-mel front end (sherpa-onnx's NeMo features or Kaldi's fbank, padding-invariant) and
-SpecAugment."""
+its Slaney mel filters."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import torch
 from lhotse.features.kaldi.layers import Wav2LogFilterBank
 
 from rnnt.constants import (
-    FREQ_MASK_WIDTH,
-    FREQ_MASKS,
     FRONTEND_STYLE,
     FRONTEND_STYLES,
     HOP_LENGTH_S,
@@ -19,22 +17,12 @@ from rnnt.constants import (
     N_MELS,
     SAMPLE_RATE,
     SHERPA_MEL_LOW_FREQ_HZ,
-    TIME_MASK_RATIO,
-    TIME_MASKS_MAX,
-    TIME_MASKS_PER_SECOND,
     WIN_LENGTH_S,
 )
-from rnnt.models.frontend import LogMelFrontend, SpecAugment, slaney_mel_banks
-
-LENGTHS = [16_000, 12_345, 8_000, 401, 48_017]
-
-
-def _batch(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    audio = torch.zeros(len(lengths), max(lengths))
-    for row, length in enumerate(lengths):
-        audio[row, :length] = 0.1 * torch.randn(length, generator=generator)
-    return audio, torch.tensor(lengths)
+from rnnt.models.features import LogMelFrontend
+from rnnt.models.mel import slaney_mel_banks
+from tests.audio_batches import LENGTHS
+from tests.audio_batches import random_audio_batch as _batch
 
 
 def _kaldi_reference() -> Wav2LogFilterBank:
@@ -182,138 +170,3 @@ def test_default_style_is_sherpa_and_unknown_styles_are_refused():
     assert LogMelFrontend().style == "sherpa"
     with pytest.raises(ValueError, match=r"frontend_style='htk'.*'sherpa', 'kaldi'"):
         LogMelFrontend(style="htk")
-
-
-def _spans(row: torch.Tensor) -> list[tuple[int, int]]:
-    """Runs of True in a 1-D bool tensor as (start, length)."""
-    runs, start = [], None
-    for index, value in enumerate(row.tolist() + [False]):
-        if value and start is None:
-            start = index
-        elif not value and start is not None:
-            runs.append((start, index - start))
-            start = None
-    return runs
-
-
-def test_spec_augment_only_in_training_mode():
-    torch.manual_seed(0)
-    frontend = LogMelFrontend()
-    features, lengths = frontend(*_batch(LENGTHS))
-    augment = SpecAugment()
-    assert augment.eval()(features, lengths) is features
-    augmented = augment.train()(features, lengths)
-    assert not torch.equal(augmented, features)
-    # Padded frames are never touched.
-    for row, length in enumerate(lengths.tolist()):
-        assert torch.all(augmented[row, length:] == 0)
-
-
-def test_spec_augment_masks_stay_within_bounds():
-    torch.manual_seed(0)
-    frontend = LogMelFrontend()
-    features, lengths = frontend(*_batch(LENGTHS))
-    augment = SpecAugment().train()
-    for _ in range(20):
-        masks = augment.masks(features, lengths)
-        for row, length in enumerate(lengths.tolist()):
-            assert not masks[row, length:].any()
-            valid = masks[row, :length]
-            # A bin masked on every valid frame is a frequency mask (masks may overlap).
-            freq_runs = _spans(valid.all(dim=0))
-            assert len(freq_runs) <= FREQ_MASKS
-            assert sum(width for _, width in freq_runs) <= FREQ_MASKS * FREQ_MASK_WIDTH
-            # A frame masked on every bin is a time mask (frequency masks cover < all bins).
-            seconds = length * HOP_LENGTH_S
-            count = min(TIME_MASKS_MAX, int(seconds * TIME_MASKS_PER_SECOND))
-            max_width = int(length * TIME_MASK_RATIO)
-            time_runs = _spans(valid.all(dim=1))
-            assert len(time_runs) <= count
-            assert sum(width for _, width in time_runs) <= count * max_width
-
-
-def test_single_masks_are_at_most_their_width():
-    torch.manual_seed(0)
-    features = torch.randn(4, 1_000, N_MELS)
-    lengths = torch.tensor([1_000, 700, 300, 20])
-    augment = SpecAugment(freq_masks=1, time_masks_max=1).train()
-    widths = []
-    for _ in range(100):
-        masks = augment.masks(features, lengths)
-        for row, length in enumerate(lengths.tolist()):
-            freq_runs = _spans(masks[row, :length].all(dim=0))
-            time_runs = _spans(masks[row, :length].all(dim=1))
-            assert len(freq_runs) <= 1 and len(time_runs) <= 1
-            assert all(width <= FREQ_MASK_WIDTH for _, width in freq_runs)
-            assert all(width <= int(length * TIME_MASK_RATIO) for _, width in time_runs)
-            widths += [width for _, width in freq_runs]
-    # Widths are drawn over the whole range, up to the maximum.
-    assert max(widths) == FREQ_MASK_WIDTH
-
-
-def test_spec_augment_fills_with_the_utterance_mean():
-    torch.manual_seed(0)
-    frontend = LogMelFrontend()
-    features, lengths = frontend(*_batch([16_000, 8_000]))
-    augment = SpecAugment().train()
-    torch.manual_seed(1)
-    masks = augment.masks(features, lengths)
-    torch.manual_seed(1)
-    augmented = augment(features, lengths)
-    for row, length in enumerate(lengths.tolist()):
-        mean = features[row, :length].mean()
-        torch.testing.assert_close(augmented[row][masks[row]], mean.expand(int(masks[row].sum())))
-        assert torch.equal(augmented[row][~masks[row]], features[row][~masks[row]])
-
-
-def test_time_masks_adapt_to_utterance_length():
-    torch.manual_seed(0)
-    features = torch.randn(2, 3_000, N_MELS)
-    lengths = torch.tensor([3_000, 150])  # 30 s and 1.5 s
-    augment = SpecAugment(freq_masks=0).train()
-    masked = torch.stack(
-        [augment.masks(features, lengths).all(dim=2).sum(dim=1) for _ in range(50)]
-    )
-    long_cap = TIME_MASKS_MAX * int(3_000 * TIME_MASK_RATIO)
-    short_cap = int(1.5 * TIME_MASKS_PER_SECOND) * int(150 * TIME_MASK_RATIO)
-    assert masked[:, 0].max() <= long_cap and masked[:, 0].float().mean() > 0.2 * long_cap
-    assert masked[:, 1].max() <= short_cap
-
-
-def test_feature_normalizer_learns_global_statistics_from_valid_frames_only():
-    from rnnt.models.frontend import FeatureNormalizer
-
-    torch.manual_seed(0)
-    normalizer = FeatureNormalizer(n_mels=4, momentum=0.05)
-    lengths = torch.tensor([50, 30])
-    for _ in range(40):
-        features = torch.randn(2, 50, 4) * torch.tensor([1.0, 2.0, 4.0, 8.0]) - 8.0
-        features[1, 30:] = 1e6  # garbage padding must not leak into the statistics
-        normalizer.train()(features, lengths)
-    assert torch.allclose(normalizer.mean, torch.full((4,), -8.0), atol=0.3)
-    assert torch.allclose(normalizer.var.sqrt(), torch.tensor([1.0, 2.0, 4.0, 8.0]), rtol=0.1)
-
-    frozen = normalizer.mean.clone()
-    features = torch.randn(2, 50, 4) * 3.0 + 5.0
-    output = normalizer.eval()(features, lengths)
-    assert torch.equal(normalizer.mean, frozen)  # eval mode never updates
-    assert torch.all(output[1, 30:] == 0)
-    alone = normalizer(features[1:, :30], lengths[1:])
-    assert torch.allclose(alone[0], output[1, :30])
-
-
-def test_feature_normalizer_ignores_a_batch_with_non_finite_features():
-    from rnnt.models.frontend import FeatureNormalizer
-
-    normalizer = FeatureNormalizer(n_mels=3).train()
-    lengths = torch.tensor([20])
-    normalizer(torch.randn(1, 20, 3), lengths)
-    mean, var, seen = normalizer.mean.clone(), normalizer.var.clone(), int(normalizer.batches_seen)
-    for bad in (float("nan"), float("inf")):
-        features = torch.randn(1, 20, 3)
-        features[0, 5, 1] = bad
-        normalizer(features, lengths)
-        assert torch.equal(normalizer.mean, mean) and torch.equal(normalizer.var, var)
-        assert int(normalizer.batches_seen) == seen
-    normalizer(torch.randn(1, 20, 3), lengths)  # a good batch updates again
-    assert not torch.equal(normalizer.mean, mean) and int(normalizer.batches_seen) == seen + 1

@@ -14,6 +14,9 @@ Transcripts hold only ``a``-``z``, the apostrophe and single spaces (``ALLOWED_C
 digits or punctuation, so what is written is exactly what is said. ``spoken_form`` turns a
 transcript into the text given to the speech synthesizer where the two must differ ("a m" is
 read as the letters "a.m.", not the article "a").
+
+The slots' words come from ``rnnt/corpus/vocabulary.py``, numbers in words from
+``rnnt/corpus/spoken_numbers.py``.
 """
 
 from __future__ import annotations
@@ -23,246 +26,30 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rnnt.corpus.spoken_numbers import digit_words, number_words, ordinal_words, year_words
+from rnnt.corpus.vocabulary import (
+    CONTACTS,
+    CURRENCIES,
+    DEVICES,
+    ITEMS,
+    MONTHS,
+    MUSIC,
+    NAMES,
+    ON_OFF,
+    OPENABLES,
+    PAST,
+    PLACES,
+    ROOMS,
+    SHOPS,
+    TASKS,
+    UNITS_OF_MEASURE,
+    WEATHER,
+    WEEKDAYS,
+    WHEN,
+)
+
 ALLOWED_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz' ")
 CATEGORIES = ("number", "digits", "time", "date", "command", "question")
-
-_UNITS = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-]
-_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-_ORDINAL_UNITS = [
-    "_",
-    "first",
-    "second",
-    "third",
-    "fourth",
-    "fifth",
-    "sixth",
-    "seventh",
-    "eighth",
-    "ninth",
-    "tenth",
-    "eleventh",
-    "twelfth",
-    "thirteenth",
-    "fourteenth",
-    "fifteenth",
-    "sixteenth",
-    "seventeenth",
-    "eighteenth",
-    "nineteenth",
-]
-_ORDINAL_TENS = {20: "twentieth", 30: "thirtieth"}
-
-WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-MONTHS = [
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-]
-NAMES = [
-    "anna",
-    "james",
-    "maria",
-    "david",
-    "sarah",
-    "peter",
-    "lucy",
-    "thomas",
-    "emma",
-    "jack",
-    "olivia",
-    "michael",
-    "sophie",
-    "daniel",
-    "grace",
-    "oliver",
-    "chloe",
-    "henry",
-    "laura",
-    "george",
-    "hannah",
-    "robert",
-    "emily",
-    "william",
-]
-CONTACTS = (*NAMES, "mum", "dad", "grandma", "grandpa", "the office", "the doctor", "my sister")
-ROOMS = (
-    "kitchen",
-    "living room",
-    "bedroom",
-    "bathroom",
-    "hallway",
-    "garage",
-    "office",
-    "dining room",
-    "basement",
-    "garden",
-    "nursery",
-    "study",
-)
-DEVICES = (
-    "lights",
-    "heating",
-    "fan",
-    "television",
-    "radio",
-    "oven",
-    "dishwasher",
-    "washing machine",
-    "coffee machine",
-    "kettle",
-    "air conditioning",
-    "lamp",
-)
-OPENABLES = ("front door", "back door", "garage door", "window", "blinds", "curtains", "gate")
-PLACES = (
-    "london",
-    "paris",
-    "berlin",
-    "madrid",
-    "rome",
-    "tokyo",
-    "sydney",
-    "toronto",
-    "chicago",
-    "boston",
-    "dublin",
-    "edinburgh",
-    "manchester",
-    "the airport",
-    "the station",
-    "the hospital",
-    "the city centre",
-    "the beach",
-)
-SHOPS = ("supermarket", "bakery", "pharmacy", "library", "post office", "bank", "gym", "museum")
-ITEMS = (
-    "milk",
-    "bread",
-    "eggs",
-    "apples",
-    "bananas",
-    "coffee",
-    "tea",
-    "butter",
-    "cheese",
-    "rice",
-    "pasta",
-    "tomatoes",
-    "onions",
-    "potatoes",
-    "chicken",
-    "orange juice",
-    "yoghurt",
-    "carrots",
-    "soap",
-    "batteries",
-)
-MUSIC = (
-    "some jazz",
-    "rock music",
-    "classical music",
-    "the news",
-    "some relaxing music",
-    "my playlist",
-    "the radio",
-    "something upbeat",
-    "the latest podcast",
-)
-TASKS = (
-    "call the dentist",
-    "take the bins out",
-    "water the plants",
-    "buy milk",
-    "pick up the kids",
-    "feed the cat",
-    "walk the dog",
-    "pay the rent",
-    "check the oven",
-    "send the report",
-    "book a taxi",
-    "charge my phone",
-)
-WEATHER = ("sunny", "windy", "cold", "warm", "cloudy", "hot", "foggy", "rainy")
-WHEN = ("today", "tomorrow", "tonight", "this evening", "this weekend", "next week", "later")
-PAST = ("today", "yesterday", "this morning", "last night", "last week")
-ON_OFF = ("on", "off")
-CURRENCIES = ("pounds", "dollars", "euros")
-UNITS_OF_MEASURE = ("miles", "kilometres", "metres", "grams", "kilos", "points", "steps")
-
-
-def number_words(value: int) -> str:
-    """A cardinal number 0 <= value < 1 000 000 in words, British style ("... hundred and ...")."""
-    if not 0 <= value < 1_000_000:
-        raise ValueError(f"number_words covers 0 to 999999, got {value}")
-    if value < 1000:
-        return _below_thousand(value)
-    thousands, rest = divmod(value, 1000)
-    words = f"{_below_thousand(thousands)} thousand"
-    if rest == 0:
-        return words
-    if rest < 100:
-        return f"{words} and {_below_hundred(rest)}"
-    return f"{words} {_below_thousand(rest)}"
-
-
-def ordinal_words(value: int) -> str:
-    """An ordinal 1 <= value <= 99 in words ("twenty first")."""
-    if not 1 <= value <= 99:
-        raise ValueError(f"ordinal_words covers 1 to 99, got {value}")
-    if value < 20:
-        return _ORDINAL_UNITS[value]
-    tens, unit = divmod(value, 10)
-    if unit == 0:
-        return _ORDINAL_TENS.get(value, _TENS[tens].removesuffix("y") + "ieth")
-    return f"{_TENS[tens]} {_ORDINAL_UNITS[unit]}"
-
-
-def year_words(year: int, rng: random.Random) -> str:
-    """A year 1900..2099 as people say it ("nineteen oh five", "twenty twenty five")."""
-    century, rest = divmod(year, 100)
-    if century == 20 and (rest < 10 or rng.random() < 0.3):
-        return "two thousand" if rest == 0 else f"two thousand and {number_words(rest)}"
-    head = number_words(century)
-    if rest == 0:
-        return f"{head} hundred"
-    if rest < 10:
-        return f"{head} oh {number_words(rest)}"
-    return f"{head} {number_words(rest)}"
-
-
-def digit_words(digits: str, zero: str = "zero") -> str:
-    """A digit string read digit by digit ("5550" -> "five five five zero")."""
-    return " ".join(zero if digit == "0" else _UNITS[int(digit)] for digit in digits)
 
 
 def spoken_form(text: str) -> str:
@@ -293,22 +80,6 @@ def generate_sentence(rng: random.Random, category: str | None = None) -> Senten
 
 
 # --- internals ---------------------------------------------------------------------------------
-
-
-def _below_hundred(value: int) -> str:
-    if value < 20:
-        return _UNITS[value]
-    tens, unit = divmod(value, 10)
-    return _TENS[tens] if unit == 0 else f"{_TENS[tens]} {_UNITS[unit]}"
-
-
-def _below_thousand(value: int) -> str:
-    hundreds, rest = divmod(value, 100)
-    if hundreds == 0:
-        return _below_hundred(rest)
-    words = f"{_UNITS[hundreds]} hundred"
-    return words if rest == 0 else f"{words} and {_below_hundred(rest)}"
-
 
 _SPOKEN_FORMS = {"a m": "a.m.", "p m": "p.m."}
 _SPOKEN_PATTERN = re.compile(r"\b(?:a m|p m)\b")
