@@ -12,7 +12,7 @@ Two figures on a corpus's ``train.jsonl`` (and its ``noise/`` folder):
   noise on, over ``--batches`` batches after a warm-up batch (worker start-up excluded),
   divided by the number of workers. Target: > 200x real time per worker.
 
-    python benchmarks/data.py --json                       # the demo corpus, data/demo
+    python benchmarks/data.py --json                       # the demo corpus, demo/data
     python benchmarks/data.py --tones 400 --json           # a synthetic corpus of tones
 """
 
@@ -33,6 +33,7 @@ from lhotse.dataset import DynamicCutSampler
 
 from rnnt.constants import (
     BATCH_SIZE,
+    DEMO_DATA_DIR,
     MAX_BATCH_DURATION,
     NUM_BUCKETS,
     SAMPLE_RATE,
@@ -156,7 +157,7 @@ def measure_throughput(module: TransducerDataModule, batches: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", type=Path, default=Path("data/demo"))
+    parser.add_argument("--corpus", type=Path, default=Path(DEMO_DATA_DIR))
     parser.add_argument("--tones", type=int, default=0, help="benchmark N synthetic tones instead")
     parser.add_argument("--tone-rate", type=int, default=SAMPLE_RATE, help="their sample rate, Hz")
     parser.add_argument("--max-batch-duration", type=float, default=MAX_BATCH_DURATION)

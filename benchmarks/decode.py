@@ -31,7 +31,7 @@ other), so compare figures of one run.
 
     python benchmarks/decode.py --json
     python benchmarks/decode.py --checkpoint runs/demo/checkpoints/last.ckpt \
-        --manifest data/demo/test.jsonl --presets tiny --json
+        --manifest demo/data/test.jsonl --presets tiny --json
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ many transcripts are identical (all of them, if streaming is exact), and the com
 chunk (mean and p95 over all chunks, ms).
 
     python benchmarks/streaming.py --checkpoint runs/streaming/checkpoints/last.ckpt \\
-        --manifest data/demo/test.jsonl --chunk-ms 320 --json
+        --manifest demo/data/test.jsonl --chunk-ms 320 --json
 """
 
 from __future__ import annotations

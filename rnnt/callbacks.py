@@ -1,18 +1,11 @@
-"""Crash safety for training: whole checkpoint files, and a clean stop on SIGTERM.
+"""Stopping a training run cleanly: on SIGTERM or Ctrl-C, finish the batch, save, exit 0.
 
-* ``AtomicCheckpointIO`` writes every checkpoint (best, ``last.ckpt``, on-signal) to a
-  temporary file in the same folder, syncs it to disk and renames it over the old one, so a
-  process killed mid-write (SIGKILL, out of memory, power cut) leaves the previous file whole.
-  It reads checkpoints (resume, ``rnnt validate|test --ckpt_path``) with
-  ``rnnt.checkpoint.read_checkpoint``: plain data only, no pickled code runs, and a truncated
-  or foreign file is a one-line error naming it.
-* ``AtomicModelCheckpoint`` is Lightning's ``ModelCheckpoint`` whose ``save_last="link"``
-  replaces ``last.ckpt`` atomically too.
-* ``StopOnSignal`` turns SIGTERM (what cluster schedulers and ``kill`` send) into: finish the
-  current batch, save ``last.ckpt``, exit with status 0. Under DDP every rank stops at the
-  same batch, whichever rank got the signal.
+``StopOnSignal`` turns SIGTERM (what cluster schedulers and ``kill`` send) and SIGINT (Ctrl-C)
+into: finish the current batch, save ``last.ckpt``, exit with status 0. Under DDP every rank
+stops at the same batch, whichever rank got the signal. The checkpoint files themselves are
+written by ``rnnt.model_checkpoint`` (``AtomicCheckpointIO``, ``AtomicModelCheckpoint``).
 
-``rnnt fit|validate|test`` install all three (``rnnt.lightning_cli.make_cli``).
+``rnnt fit|validate|test`` install it (``rnnt.lightning_cli.make_cli``).
 """
 
 from __future__ import annotations
@@ -25,68 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from rnnt.checkpoint import link_checkpoint, read_checkpoint, write_checkpoint
+from rnnt.constants import STOP_SIGNALS
+from rnnt.model_checkpoint import AtomicCheckpointIO, AtomicModelCheckpoint
 
+__all__ = ["AtomicCheckpointIO", "AtomicModelCheckpoint", "StopOnSignal"]
 log = logging.getLogger(__name__)
 
 
-def _is_local(path: Any) -> bool:
-    # fsspec URLs (s3://, gs://, ...) keep Lightning's own writer.
-    return "://" not in str(path)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` that never leaves a half-written checkpoint under its final name.
-
-    Lightning 2.6's own writer serialises to memory and moves a file from the system's temp
-    folder (often another file system, where the move is a plain copy onto the final name)
-    without fsync; a kill during that copy truncates the checkpoint. Here the temporary file is
-    next to the checkpoint, fsynced, then renamed (``rnnt.checkpoint.write_checkpoint``).
-    """
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
-    ) -> None:
-        if storage_options is not None or not _is_local(path):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        write_checkpoint(checkpoint, path)
-
-    def load_checkpoint(
-        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
-    ) -> dict[str, Any]:
-        """The checkpoint at ``path``, read with ``weights_only=True`` whatever is asked.
-
-        Raises ``rnnt.checkpoint.CheckpointError`` (one line naming the file) for a missing,
-        truncated or foreign file, before Lightning touches any of it.
-        """
-        if not _is_local(path):
-            return super().load_checkpoint(path, map_location, weights_only=True)
-        return read_checkpoint(path, map_location or "cpu")
-
-
-class AtomicModelCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose ``save_last="link"`` swaps ``last.ckpt`` atomically.
-
-    Lightning removes ``last.ckpt`` and then creates the link, leaving a moment with no
-    ``last.ckpt`` at all; here the link is made under a temporary name and renamed over it.
-    Files (``save_last=True``) are written by the trainer's ``CheckpointIO``.
-    """
-
-    @staticmethod
-    def _link_checkpoint(trainer: pl.Trainer, filepath: str, linkpath: str) -> None:
-        if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):
-            link_checkpoint(filepath, linkpath)
-        trainer.strategy.barrier()
-
-
 class StopOnSignal(pl.Callback):
-    """On SIGTERM: finish the current batch, save ``last.ckpt``, exit with status 0.
+    """On SIGTERM or SIGINT (Ctrl-C): finish the current batch, save ``last.ckpt``, exit 0.
 
     Training batches and validation batches inside ``fit`` are both safe points, so a long
     validation does not eat the scheduler's grace period (usually 30 s to a few minutes before
@@ -97,21 +41,40 @@ class StopOnSignal(pl.Callback):
     (one tiny all-reduce) whether any rank got it, then all save and stop together: no rank is
     left waiting in a collective, whether the scheduler signalled every rank or only one.
     Lightning's own SIGTERM handler is replaced while ``fit`` runs (it communicates between
-    ranks from inside the handler, which can pair with another rank's unrelated collective).
+    ranks from inside the handler, which can pair with another rank's unrelated collective);
+    so is Python's SIGINT handler, whose ``KeyboardInterrupt`` Lightning turns into exit 1
+    with nothing saved. A second Ctrl-C raises ``KeyboardInterrupt`` at once: the run stops
+    without saving (an interrupted save leaves the previous ``last.ckpt`` whole). Data-loader
+    workers forked from the trainer inherit the handler and ignore the signals.
 
     Args:
         signals: names of the signals that stop training, e.g. ``["SIGTERM", "SIGUSR2"]``.
     """
 
-    def __init__(self, signals: list[str] | tuple[str, ...] = ("SIGTERM",)) -> None:
+    def __init__(self, signals: list[str] | tuple[str, ...] = STOP_SIGNALS) -> None:
         self.signals = [signal.Signals[name] for name in signals]
         self.received: signal.Signals | None = None
         self.saved_path: Path | None = None
+        self._owner_pid: int | None = None
+        self._announce = False
 
     # --- the handler --------------------------------------------------------------------
     def _handle(self, signum: int, frame: Any) -> None:
         # Async-signal context: only record; saving happens at the next batch end.
-        self.received = signal.Signals(signum)
+        if os.getpid() != self._owner_pid:
+            return  # a forked data-loader worker: the trainer process decides
+        received = signal.Signals(signum)
+        if received == signal.SIGINT and self.received is not None:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
+        if self.received is None:
+            self.received = received
+        if received == signal.SIGINT and self._announce:
+            # os.write, not print: a handler may run in the middle of another write to stderr.
+            os.write(
+                2,
+                b"\nCtrl-C: finishing this batch and saving last.ckpt "
+                b"(Ctrl-C again stops at once, without saving)\n",
+            )
 
     def _install(self, trainer: pl.Trainer) -> None:
         # Lightning registers its handlers just before the loops start; take over after it.
@@ -120,6 +83,8 @@ class StopOnSignal(pl.Callback):
             return
         if threading.current_thread() is not threading.main_thread():
             return
+        self._owner_pid = os.getpid()
+        self._announce = trainer.is_global_zero
         for signum in self.signals:
             if signal.getsignal(signum) != self._handle:
                 signal.signal(signum, self._handle)
@@ -163,8 +128,7 @@ class StopOnSignal(pl.Callback):
         # Every rank calls this at every batch end, so the all-reduce always pairs up.
         if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
             return
-        path = self._last_checkpoint_path(trainer)
-        trainer.save_checkpoint(path, weights_only=False)  # all ranks take part; rank 0 writes
+        path = self._save_last(trainer)  # all ranks take part; rank 0 writes
         self.saved_path = path
         if trainer.is_global_zero:
             cause = (
@@ -186,13 +150,37 @@ class StopOnSignal(pl.Callback):
         raise SIGTERMException()
 
     @staticmethod
-    def _last_checkpoint_path(trainer: pl.Trainer) -> Path:
+    def _save_last(trainer: pl.Trainer) -> Path:
         callback = trainer.checkpoint_callback
+        if isinstance(callback, AtomicModelCheckpoint) and callback.dirpath:
+            return callback.save_last_now(trainer)
         if isinstance(callback, ModelCheckpoint) and callback.dirpath:
             path = Path(callback.dirpath) / (
                 callback.CHECKPOINT_NAME_LAST + callback.FILE_EXTENSION
             )
             # Saved as part of the callback's state: a resumed run keeps writing this file.
             callback.last_model_path = str(path)
-            return path
-        return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        else:
+            path = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        trainer.save_checkpoint(path, weights_only=False)
+        return path
+
+
+class EstimatingProgressBar(TQDMProgressBar):
+    """Lightning's progress bar with a total and an ETA for training epochs too.
+
+    A training loader has no ``len()`` (its batch count changes with each epoch's shuffle and
+    speed factors, see ``rnnt.data.loader``), so Lightning would show ``12/?``; this bar shows
+    the sampler's estimate (``estimated_length``) instead. The epoch still ends when the data
+    does, whatever the estimate said.
+    """
+
+    @property
+    def total_train_batches(self) -> int | float:
+        total = super().total_train_batches
+        loader = self.trainer.train_dataloader
+        if total == float("inf") and hasattr(loader, "estimated_length"):
+            limit = self.trainer.limit_train_batches
+            estimate = loader.estimated_length
+            return min(estimate, limit) if isinstance(limit, int) else estimate
+        return total

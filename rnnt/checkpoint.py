@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import re
 import secrets
 import shutil
-import zipfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,21 +51,22 @@ def read_checkpoint(
     ``mmap`` maps the tensors instead of reading them: a quick check of a large file.
 
     Raises:
-        CheckpointError: the file is missing, truncated, not a PyTorch file, holds objects
-            other than plain data, or lacks what an rnnt-lightning checkpoint has.
+        CheckpointError: the file is missing, a folder, empty, truncated, not a PyTorch file,
+            holds objects other than plain data, or lacks what an rnnt-lightning checkpoint has.
+        ValueError: ``map_location`` names a device this machine does not have.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    _check_is_file(path)
+    if isinstance(map_location, (str, torch.device)):
+        check_device(map_location)  # a missing GPU is not a corrupt file
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except (
-        RuntimeError,
-        EOFError,
-        zipfile.BadZipFile,
-        pickle.UnpicklingError,
-        ValueError,
-    ) as error:
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of files it then refuses anyway
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as error:  # noqa: BLE001 - garbage raises KeyError, IndexError, ...
+        # Any file that is not a PyTorch checkpoint ends up here: torch.load's unpickler fails
+        # on text, audio or a foreign zip with whatever exception the first bad byte causes.
         raise CheckpointError(
             f"{path}: not a readable checkpoint: truncated, corrupt, not written by PyTorch, "
             f"or holding objects other than tensors and plain data ({type(error).__name__})"
@@ -84,6 +84,51 @@ def read_checkpoint(
             "train one with `rnnt fit` or `rnnt demo`"
         )
     return checkpoint
+
+
+def _check_is_file(path: Path) -> None:
+    # The cases torch.load would report as something else, each with what to do.
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.is_dir():
+        raise CheckpointError(
+            f"{path}: is a folder, not a checkpoint file; give a .ckpt file in it "
+            "(e.g. checkpoints/last.ckpt)"
+        )
+    if path.stat().st_size == 0:
+        raise CheckpointError(
+            f"{path}: empty file (0 bytes), not a checkpoint; a save that never finished? "
+            "Use another checkpoint of the run (e.g. last.ckpt)"
+        )
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, if this machine has it.
+
+    Raises:
+        ValueError: not a device string torch knows (``gpu7``), or a device this machine lacks
+            (``cuda`` without CUDA, ``cuda:3`` with two GPUs, ``mps`` off Apple silicon).
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"{device}: not a device name; use cpu, cuda, cuda:N (the N-th GPU) or mps"
+        ) from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"{device}: CUDA is not available on this machine "
+                "(torch.cuda.is_available() is False); use cpu"
+            )
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(
+                f"{device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            )
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{device}: MPS (Apple GPU) is not available on this machine; use cpu")
+    return parsed
 
 
 def stored_config(values: dict[str, Any]) -> TransducerConfig:
@@ -122,6 +167,93 @@ def load_checkpoint(
             f"{config.num_classes}"
         )
     return model.eval().to(map_location), tokenizer
+
+
+def check_weights_fit(
+    checkpoint: dict[str, Any],
+    model: Transducer,
+    tokenizer: Tokenizer,
+    path: str | Path,
+    tokenizer_path: str | Path | None = None,
+) -> None:
+    """Refuse, in one line, a checkpoint whose weights cannot serve ``model`` and ``tokenizer``.
+
+    Resuming, validating or testing builds the model from the configuration and then loads
+    the checkpoint's weights into it. A checkpoint trained with another vocabulary would fail
+    with a ``size mismatch`` traceback, or, with another tokenizer of the same size, load and
+    read every output as the wrong piece; another model size fails with a list of tensors.
+    This says which vocabulary (or which setting) each side has and what to do.
+
+    Args:
+        checkpoint: the loaded checkpoint (``state_dict``, ``transducer_config``, tokenizer).
+        model: the configured model the weights are about to be loaded into.
+        tokenizer: the configured tokenizer (``--data.tokenizer_path``).
+        path: the checkpoint file, for the message.
+        tokenizer_path: the configured tokenizer's file, for the message.
+
+    Raises:
+        CheckpointError: another vocabulary, another tokenizer, or weights of other shapes.
+    """
+    fine_tune = (
+        f"to fine-tune its weights into the configured model instead, start a new run with "
+        f"--model.init_from {path} (fresh optimizer, no --ckpt_path)"
+    )
+    where = f" ({tokenizer_path})" if tokenizer_path else ""
+    if TOKENIZER_KEY in checkpoint:
+        trained = Tokenizer.from_bytes(checkpoint[TOKENIZER_KEY])
+        if trained.vocab_size != tokenizer.vocab_size:
+            raise CheckpointError(
+                f"{path}: trained with a vocabulary of {trained.vocab_size} pieces, but the "
+                f"tokenizer configured here{where} has {tokenizer.vocab_size}; evaluate or "
+                "resume it with the tokenizer it was trained with (`rnnt transcribe` uses the "
+                f"copy inside the checkpoint); {fine_tune}"
+            )
+        differing = next(
+            (
+                index
+                for index in range(1, trained.num_classes)
+                if trained.id_to_piece(index) != tokenizer.id_to_piece(index)
+            ),
+            None,
+        )
+        if differing is not None:
+            raise CheckpointError(
+                f"{path}: trained with another tokenizer of the same size ({trained.vocab_size} "
+                f"pieces; id {differing} is {trained.id_to_piece(differing)!r} there, "
+                f"{tokenizer.id_to_piece(differing)!r} in the tokenizer configured here{where}), "
+                "so every output would be read as the wrong piece; use the tokenizer it was "
+                f"trained with; {fine_tune}"
+            )
+    stored = {
+        key[len(STATE_DICT_PREFIX) :]: value
+        for key, value in checkpoint.get("state_dict", {}).items()
+        if key.startswith(STATE_DICT_PREFIX)
+    }
+    expected = model.state_dict()
+    mismatched = [
+        f"{key} {tuple(stored[key].shape)} there, {tuple(value.shape)} here"
+        for key, value in expected.items()
+        if key in stored and tuple(stored[key].shape) != tuple(value.shape)
+    ]
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    if not (mismatched or missing or unexpected):
+        return
+    settings = ""
+    if MODEL_CONFIG_KEY in checkpoint:
+        trained_config = stored_config(checkpoint[MODEL_CONFIG_KEY]).to_dict()
+        configured = model.config.to_dict()
+        settings = ", ".join(
+            f"{field}={value!r} (configured: {configured.get(field)!r})"
+            for field, value in trained_config.items()
+            if configured.get(field) != value
+        )
+    first = (mismatched or [f"{key} missing there" for key in missing] or unexpected)[0]
+    raise CheckpointError(
+        f"{path}: its weights do not fit the configured model ({first}); it was trained "
+        f"with {settings or 'another model version'}; set the same --model.preset and "
+        f"--model.model_overrides to evaluate or resume it; {fine_tune}"
+    )
 
 
 def write_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:

@@ -13,14 +13,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from rnnt import cli_args as check
 from rnnt import constants as C
-from rnnt.lightning_cli import make_cli
+from rnnt.lightning_cli import log_to_stderr, make_cli
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -29,6 +28,9 @@ LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 def _demo_data(options: argparse.Namespace) -> None:
     from rnnt.corpus.synth import synthesize_demo_corpus
 
+    if not options.overwrite:  # a corpus there (the user's own, or another demo) stays
+        corpus = ["train.jsonl", "val.jsonl", "test.jsonl", "corpus.json", "audio", "noise"]
+        check.refuse_existing([options.out / name for name in corpus], "--out")
     paths = synthesize_demo_corpus(
         options.out,
         train_hours=options.train_hours,
@@ -44,7 +46,15 @@ def _demo_data(options: argparse.Namespace) -> None:
 def _tokenizer(options: argparse.Namespace) -> None:
     from rnnt.data.tokenizer import train_tokenizer
 
-    path = train_tokenizer(options.manifest, options.out, options.vocab_size, options.model_type)
+    if not options.overwrite:
+        check.refuse_existing([options.out, options.out.with_suffix(".vocab")], "--out")
+    path = train_tokenizer(
+        options.manifest,
+        options.out,
+        options.vocab_size,
+        options.model_type,
+        skip_invalid=options.skip_invalid,
+    )
     print(f"tokenizer: {path}")
 
 
@@ -52,7 +62,7 @@ def _transcribe(options: argparse.Namespace) -> None:
     import torch
 
     from rnnt.checkpoint import load_checkpoint
-    from rnnt.transcribe import AudioItem, format_result, transcribe, transcribe_manifest
+    from rnnt.transcribe import check_output, format_result, transcribe_manifest
 
     if bool(options.audio) == bool(options.manifest):
         raise SystemExit("rnnt transcribe: give audio files or --manifest IN.jsonl, not both")
@@ -63,14 +73,18 @@ def _transcribe(options: argparse.Namespace) -> None:
             "rnnt transcribe: --streaming decodes audio files greedily, chunk by chunk; "
             "it takes neither --manifest nor --beam"
         )
+    if options.manifest and not options.output:
+        raise ValueError("--manifest needs --output OUT.jsonl (the manifest with pred_text added)")
+    if options.output and not options.manifest:
+        raise ValueError("--output is for --manifest; audio files print path<TAB>text on stdout")
+    if options.manifest:  # before the checkpoint loads: a refused output costs nothing
+        check_output(options.manifest, options.output, options.overwrite)
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_checkpoint(options.checkpoint, map_location=device)
     if options.streaming:
         _transcribe_streaming(model, tokenizer, options)
         return
     if options.manifest:
-        if not options.output:
-            raise SystemExit("rnnt transcribe: --manifest needs --output OUT.jsonl")
         result = transcribe_manifest(
             model,
             tokenizer,
@@ -78,30 +92,68 @@ def _transcribe(options: argparse.Namespace) -> None:
             options.output,
             options.batch_seconds,
             beam_size=options.beam,
+            strict=options.strict,
+            overwrite=options.overwrite,
         )
         print(f"wrote {options.output}: {format_result(result)}")
         return
-    texts, _ = transcribe(
+    _transcribe_files(model, tokenizer, options)
+
+
+def _transcribe_files(model, tokenizer, options: argparse.Namespace) -> None:
+    # path<TAB>text on stdout as each window is decoded; a file that does not load is
+    # path<TAB>ERROR: why on stderr, the others still print, and the exit status is 1.
+    from rnnt.transcribe import AudioItem, transcribe_windows
+
+    failed = 0
+    for window in transcribe_windows(
         model,
         tokenizer,
-        [AudioItem(p) for p in options.audio],
-        options.batch_seconds,
+        [AudioItem(path) for path in options.audio],
+        batch_seconds=options.batch_seconds,
         beam_size=options.beam,
-    )
-    for path, text in zip(options.audio, texts, strict=True):
-        print(f"{path}\t{text}")
+        stop_at_error=options.strict,
+    ):
+        for transcript in window:
+            path = options.audio[transcript.index]
+            if transcript.error is None:
+                print(f"{path}\t{transcript.text}", flush=True)
+            elif options.strict:
+                raise transcript.error
+            else:
+                failed += 1
+                print(f"{path}\tERROR: {transcript.error}", file=sys.stderr, flush=True)
+    _exit_if_failed(failed, len(options.audio))
 
 
 def _transcribe_streaming(model, tokenizer, options: argparse.Namespace) -> None:
     from rnnt.streaming import streaming_transcribe
-    from rnnt.transcribe import AudioItem, load_audio
+    from rnnt.transcribe import LOAD_ERRORS, AudioItem, load_audio
 
+    failed = 0
     for path in options.audio:
-        text, stats = streaming_transcribe(
-            model, tokenizer, load_audio(AudioItem(path), max_duration=None), options.chunk_ms
-        )
-        print(f"{path}\t{text}")
+        try:
+            audio = load_audio(AudioItem(path), max_duration=None)
+        except LOAD_ERRORS as error:
+            if options.strict:
+                raise
+            failed += 1
+            print(f"{path}\tERROR: {error}", file=sys.stderr, flush=True)
+            continue
+        text, stats = streaming_transcribe(model, tokenizer, audio, options.chunk_ms)
+        print(f"{path}\t{text}", flush=True)
         print(f"{path}\tlatency: {_format_latency(stats)}", file=sys.stderr)
+    _exit_if_failed(failed, len(options.audio))
+
+
+def _exit_if_failed(failed: int, total: int) -> None:
+    if failed:
+        print(
+            f"rnnt transcribe: {failed} of {total} audio files failed (ERROR lines above; "
+            "--strict stops at the first)",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
 
 
 def _format_latency(stats: dict[str, Any]) -> str:
@@ -114,6 +166,10 @@ def _format_latency(stats: dict[str, Any]) -> str:
 def _export(options: argparse.Namespace) -> None:
     from rnnt.export import export_onnx
 
+    if not options.overwrite:
+        names = [C.EXPORT_ENCODER_FILE, C.EXPORT_DECODER_FILE, C.EXPORT_JOINER_FILE]
+        names.append(C.EXPORT_TOKENS_FILE)
+        check.refuse_existing([options.out / name for name in names], "--out")
     paths = export_onnx(options.checkpoint, options.out, opset=options.opset)
     for name, path in paths.items():
         print(f"{name}: {path}")
@@ -134,7 +190,7 @@ def _demo(options: argparse.Namespace) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = check.OneLineArgumentParser(
         prog="rnnt",
         description="RNN-Transducer speech recognition on PyTorch Lightning. "
         "Training subcommands: rnnt fit|validate|test --help (LightningCLI).",
@@ -142,56 +198,94 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo_data = commands.add_parser("demo-data", help="synthesize the demo corpus with eSpeak NG")
-    demo_data.add_argument("--out", required=True, type=Path, help="output folder")
-    demo_data.add_argument("--train-hours", type=float, default=C.DEMO_TRAIN_HOURS)
-    demo_data.add_argument("--val-utterances", type=int, default=C.DEMO_VAL_UTTERANCES)
-    demo_data.add_argument("--test-utterances", type=int, default=C.DEMO_TEST_UTTERANCES)
-    demo_data.add_argument("--seed", type=int, default=C.SEED)
+    demo_data.add_argument("--out", required=True, type=check.output_folder, help="output folder")
+    demo_data.add_argument("--train-hours", type=check.positive_float, default=C.DEMO_TRAIN_HOURS)
     demo_data.add_argument(
-        "--workers", type=int, default=None, help="processes (default: all cores)"
+        "--val-utterances", type=check.positive_int, default=C.DEMO_VAL_UTTERANCES
+    )
+    demo_data.add_argument(
+        "--test-utterances", type=check.positive_int, default=C.DEMO_TEST_UTTERANCES
+    )
+    demo_data.add_argument("--seed", type=check.seed, default=C.SEED)
+    demo_data.add_argument(
+        "--workers", type=check.positive_int, default=None, help="processes (default: all cores)"
+    )
+    demo_data.add_argument(
+        "--overwrite", action="store_true", help="replace a corpus already in --out"
     )
     demo_data.set_defaults(run=_demo_data)
 
     tokenizer = commands.add_parser("tokenizer", help="train a SentencePiece tokenizer")
     tokenizer.add_argument(
-        "--manifest", required=True, action="append", help="training manifest (repeatable)"
+        "--manifest",
+        required=True,
+        action="append",
+        type=check.existing_file,
+        help="training manifest (repeatable)",
     )
     tokenizer.add_argument(
-        "--out", required=True, type=Path, help="model file, e.g. tokenizer.model"
+        "--out", required=True, type=check.output_file, help="model file, e.g. tokenizer.model"
     )
-    tokenizer.add_argument("--vocab-size", type=int, default=C.VOCAB_SIZE)
+    tokenizer.add_argument("--vocab-size", type=check.positive_int, default=C.VOCAB_SIZE)
     tokenizer.add_argument("--model-type", choices=["unigram", "bpe"], default=C.TOKENIZER_TYPE)
+    tokenizer.add_argument(
+        "--skip-invalid",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="skip bad manifest lines and empty transcripts, counted by reason in one warning "
+        "(--no-skip-invalid: stop at the first, naming file:line)",
+    )
+    tokenizer.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out model"
+    )
     tokenizer.set_defaults(run=_tokenizer)
 
     demo = commands.add_parser(
         "demo", help="synthesize the demo corpus, train a tokenizer and a tiny model, test it"
     )
-    demo.add_argument("--out", required=True, type=Path, help="folder for corpus, runs, summary")
-    demo.add_argument("--train-hours", type=float, default=C.DEMO_TRAIN_HOURS)
-    demo.add_argument("--max-epochs", type=int, default=C.DEMO_MAX_EPOCHS)
     demo.add_argument(
-        "--max-minutes", type=float, default=C.DEMO_MAX_TRAIN_MINUTES, help="training time cap"
+        "--out", required=True, type=check.output_folder, help="folder for corpus, runs, summary"
     )
-    demo.add_argument("--preset", default=C.DEMO_PRESET)
-    demo.add_argument("--workers", type=int, default=C.DEMO_NUM_WORKERS, help="data-loader workers")
-    demo.add_argument("--seed", type=int, default=C.SEED)
+    demo.add_argument("--train-hours", type=check.positive_float, default=C.DEMO_TRAIN_HOURS)
+    demo.add_argument("--max-epochs", type=check.positive_int, default=C.DEMO_MAX_EPOCHS)
+    demo.add_argument(
+        "--max-minutes",
+        type=check.positive_float,
+        default=C.DEMO_MAX_TRAIN_MINUTES,
+        help="training time cap",
+    )
+    demo.add_argument("--preset", type=check.preset, default=C.DEMO_PRESET)
+    demo.add_argument(
+        "--workers",
+        type=check.non_negative_int,
+        default=C.DEMO_NUM_WORKERS,
+        help="data-loader workers",
+    )
+    demo.add_argument("--seed", type=check.seed, default=C.SEED)
     demo.set_defaults(run=_demo)
 
     transcribe = commands.add_parser("transcribe", help="transcribe audio files or a manifest")
-    transcribe.add_argument("--checkpoint", required=True, type=Path)
+    transcribe.add_argument("--checkpoint", required=True, type=check.existing_file)
     transcribe.add_argument("audio", nargs="*", help="audio files; prints path<TAB>text")
-    transcribe.add_argument("--manifest", type=Path, help="input manifest (JSON lines)")
-    transcribe.add_argument("--output", type=Path, help="output manifest with pred_text added")
+    transcribe.add_argument(
+        "--manifest", type=check.existing_file, help="input manifest (JSON lines)"
+    )
+    transcribe.add_argument(
+        "--output", type=check.output_file, help="output manifest with pred_text added"
+    )
     transcribe.add_argument(
         "--batch-seconds",
-        type=float,
+        type=check.positive_float,
         default=None,
         help=f"padded audio per batch (default {C.TRANSCRIBE_BATCH_SECONDS_CPU:g} s on the CPU, "
         f"{C.TRANSCRIBE_BATCH_SECONDS:g} s on a GPU)",
     )
-    transcribe.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best)")
+    transcribe.add_argument("--device", type=check.device, help="cpu, cuda, cuda:1 (default: best)")
     transcribe.add_argument(
-        "--beam", type=int, default=1, help=f"beam size; 1 = greedy (try {C.BEAM_SIZE})"
+        "--beam",
+        type=check.positive_int,
+        default=1,
+        help=f"beam size; 1 = greedy (try {C.BEAM_SIZE})",
     )
     transcribe.add_argument(
         "--streaming",
@@ -200,29 +294,33 @@ def _parser() -> argparse.ArgumentParser:
         "attention_context_size [left, 0] and causal_conv) and print the latency measured",
     )
     transcribe.add_argument(
-        "--chunk-ms", type=int, default=C.STREAMING_CHUNK_MS, help="streaming chunk, ms"
+        "--chunk-ms",
+        type=check.positive_int,
+        default=C.STREAMING_CHUNK_MS,
+        help="streaming chunk, ms",
+    )
+    transcribe.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first unreadable audio file or bad manifest line (exit 2) instead of "
+        "skipping it (manifest: counted by reason; audio files: ERROR line, exit 1)",
+    )
+    transcribe.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output file"
     )
     transcribe.set_defaults(run=_transcribe)
 
     export = commands.add_parser(
         "export", help="ONNX encoder, decoder, joiner and tokens.txt for sherpa-onnx"
     )
-    export.add_argument("--checkpoint", required=True, type=Path)
-    export.add_argument("--out", required=True, type=Path, help="output folder")
-    export.add_argument("--opset", type=int, default=C.ONNX_OPSET)
+    export.add_argument("--checkpoint", required=True, type=check.existing_file)
+    export.add_argument("--out", required=True, type=check.output_folder, help="output folder")
+    export.add_argument("--opset", type=check.opset, default=C.ONNX_OPSET)
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace model files already in --out"
+    )
     export.set_defaults(run=_export)
     return parser
-
-
-def _log_to_stderr() -> None:
-    # Our own loggers only: Lightning configures its own, and a root handler would print
-    # each of its lines twice.
-    logger = logging.getLogger("rnnt")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -232,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     one line naming what is wrong, with exit status 2, not as a traceback.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    _log_to_stderr()
+    log_to_stderr(own_process=True)
     command = argv[0] if argv else "rnnt"
     try:
         if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
@@ -240,10 +338,21 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         options = _parser().parse_args(argv)
         options.run(options)
-    except (ValueError, FileNotFoundError, IsADirectoryError, RuntimeError) as error:
+    except KeyboardInterrupt:
+        # Training saves on Ctrl-C itself (StopOnSignal); elsewhere a second Ctrl-C or one
+        # outside training ends here, with what was written kept (e.g. OUT.jsonl.partial).
+        print(f"rnnt {command}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except argparse.ArgumentError as error:  # jsonargparse's (fit/validate/test), multi-line
+        print(f"rnnt {command}: error: {check.one_line_parse_error(str(error))}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as error:
         if not _is_user_error(error):
             raise
-        print(f"rnnt {command}: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split())
+        if type(error).__name__ == "MisconfigurationException":
+            message += " (a --trainer.* or --checkpoint.* setting that Lightning refused)"
+        print(f"rnnt {command}: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -255,8 +364,8 @@ def _is_user_error(error: BaseException) -> bool:
 
     if isinstance(error, (ManifestError, CheckpointError, FileNotFoundError, IsADirectoryError)):
         return True
-    if type(error).__name__ == "NonFiniteLossError":
-        return True
+    if type(error).__name__ in ("NonFiniteLossError", "MisconfigurationException"):
+        return True  # (Lightning's exception for a setting it cannot run with)
     # A plain ValueError counts when it was raised by our own code (its innermost frame).
     traceback = error.__traceback__
     while traceback is not None and traceback.tb_next is not None:

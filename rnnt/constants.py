@@ -8,11 +8,14 @@ overrides any of them for one run.
 from __future__ import annotations
 
 # --- the origin's configuration constants (names kept) ------------------------------------
-TRAIN_MANIFEST = "data/demo/train.jsonl"  # NeMo-style JSON lines
-VAL_MANIFEST = "data/demo/val.jsonl"
-TEST_MANIFEST = "data/demo/test.jsonl"
-BG_NOISE_PATH = "data/demo/noise"  # every audio file below it is a noise source
-TOKENIZER_MODEL_PATH = "data/demo/tokenizer.model"  # SentencePiece model
+# Out of the box they point at the demo corpus where `make demo` (`rnnt demo --out demo`) puts
+# it, so `python run.py` trains after `make demo`; point them at your own data.
+DEMO_DATA_DIR = "demo/data"
+TRAIN_MANIFEST = f"{DEMO_DATA_DIR}/train.jsonl"  # NeMo-style JSON lines
+VAL_MANIFEST = f"{DEMO_DATA_DIR}/val.jsonl"
+TEST_MANIFEST = f"{DEMO_DATA_DIR}/test.jsonl"
+BG_NOISE_PATH = f"{DEMO_DATA_DIR}/noise"  # every audio file below it is a noise source
+TOKENIZER_MODEL_PATH = f"{DEMO_DATA_DIR}/tokenizer.model"  # SentencePiece model
 BATCH_SIZE = 64  # most utterances in one batch (a cap next to MAX_BATCH_DURATION)
 NUM_WORKERS = 2  # data-loader worker processes
 MAX_EPOCHS = 30
@@ -85,6 +88,7 @@ SPEED_PERTURB_FACTORS = [0.9, 1.0, 1.1]  # one is picked at random per utterance
 NOISE_PROBABILITY = 0.5  # chance that an utterance gets background noise (training only)
 NOISE_SNR_RANGE_DB = [5.0, 30.0]  # signal-to-noise ratio range, dB, drawn uniformly
 SEED = 1234
+MAX_SEED = 2**32 - 1  # the largest seed numpy (and so Lightning's seed_everything) accepts
 MANIFEST_SKIP_EXAMPLES = 5  # skipped manifest lines quoted ("file:line: why") in the log message
 AUDIO_DURATION_TOLERANCE_S = (
     0.1  # a manifest duration may overrun its audio file by this much (clamped)
@@ -104,6 +108,21 @@ MAX_DECODE_DURATION = 300.0  # seconds; longest audio run through the model in o
 # training (val/test utterances beyond it are skipped, `rnnt transcribe` refuses it): attention
 # memory grows with the square of the length.
 AUDIO_MAX_ABS_SAMPLE = 100.0  # float samples beyond this magnitude: a mis-scaled file, refused
+# A transcript must fit its audio (rnnt.data.records): the encoder gives one frame per
+# HOP_LENGTH_S x SUBSAMPLING_FACTOR = 40 ms (25 frames a second) and a transducer emits at most
+# MAX_SYMBOLS_PER_FRAME = 5 tokens per frame, so D seconds carry at most 125 x D tokens (speech:
+# under 20 characters a second). More is a counted skip (text_too_long_for_audio) at setup.
+# A model built with SUBSAMPLING_FACTOR 8 has half the frames: the check is then 2x lenient, and
+# MAX_BATCH_LATTICE_CELLS below still bounds the memory.
+ENCODER_FRAMES_PER_SECOND = 1.0 / (HOP_LENGTH_S * SUBSAMPLING_FACTOR)
+# Padded RNN-T lattice cells per batch, B x T' x (U + 1) (T' encoder frames, U tokens), that the
+# sampler (rnnt.data.sampling) allows; a single utterance above it is skipped (lattice_too_large).
+# The fused loss keeps 3 float32 numbers per cell (log-softmax normaliser, blank and target
+# log-probs) and its forward-backward makes ~20 float64 temporaries of the same shape: measured
+# 170-190 bytes per cell at peak (CPU, forward + backward), so 4M cells are ~760 MB. Real batches
+# stay far below (240 s of 15 s utterances at 6 tokens/s: 16 x 375 x 91 = 0.55M cells).
+MAX_BATCH_LATTICE_CELLS = 4_000_000
+MANIFEST_PROGRESS_SECONDS = 10.0  # a manifest scan taking longer logs its progress this often
 
 # --- optimisation ------------------------------------------------------------------------------
 LEARNING_RATE = 1e-3  # peak learning rate
@@ -118,6 +137,11 @@ PRECISION_GPU = "bf16-mixed"  # used where the GPU supports bf16
 PRECISION_CPU = "32-true"
 SAVE_TOP_K = 3  # best checkpoints kept by validation loss, besides last.ckpt
 CHECKPOINT_FILENAME = "rnnt-{epoch:02d}-{val_loss:.2f}"
+# last.ckpt is also written after this many minutes of training since it was last written, so a
+# long first epoch (no validation yet) is never at risk; 0 or None: off (--checkpoint.*).
+CHECKPOINT_EVERY_MINUTES = 30.0
+STOP_SIGNALS = ("SIGTERM", "SIGINT")  # finish the batch, save last.ckpt, exit 0 (Ctrl-C twice: now)
+RUN_LOCK_FILE = ".lock"  # in a run folder while `rnnt fit` writes there: pid, host, start time
 LOG_TEXT_EXAMPLES = 4  # reference/hypothesis pairs written to TensorBoard each validation
 
 # --- decoding ------------------------------------------------------------------------------------
@@ -125,6 +149,12 @@ MAX_SYMBOLS_PER_FRAME = 5  # greedy and beam search: most tokens emitted at one 
 BEAM_SIZE = 4  # beam search: hypotheses kept per utterance (a beam of 1 is greedy search)
 TRANSCRIBE_BATCH_SECONDS = 300.0  # seconds of (padded) audio per batch when transcribing
 TRANSCRIBE_BATCH_SECONDS_CPU = 60.0  # ... on the CPU, where smaller batches decode faster
+# `rnnt transcribe` reads audio in windows, decodes and writes each before reading the next: memory
+# holds one window's audio (1200 s = 77 MB of 16 kHz float32 samples), a crash loses one window.
+TRANSCRIBE_WINDOW_SECONDS = 1200.0  # seconds of audio per window (at least one batch's worth)
+TRANSCRIBE_WINDOW_LINES = 2000  # ... and at most this many lines (short clips, or unreadable ones)
+TRANSCRIBE_PARTIAL_SUFFIX = ".partial"  # OUT.jsonl grows as OUT.jsonl.partial, renamed when done
+TRANSCRIBE_SKIP_WARNINGS = 20  # unreadable lines warned about one by one; the rest only counted
 STREAMING_CHUNK_MS = 320  # audio per chunk fed to a streaming session, milliseconds
 STREAMING_FEED_MS = 10  # streaming_transcribe hands audio over in pieces this long, as a mic would
 
@@ -183,6 +213,8 @@ DEMO_NOISE_PROBABILITY = 0.0
 
 # --- export ------------------------------------------------------------------------------------
 ONNX_OPSET = 17  # ONNX opset of `rnnt export` (onnxruntime >= 1.14 and sherpa-onnx run it)
+# Opsets `rnnt export --opset` accepts: attention needs 14; torch's ONNX exporter stops at 23.
+ONNX_OPSET_RANGE = (14, 23)
 EXPORT_ENCODER_FILE = "encoder.onnx"
 EXPORT_DECODER_FILE = "decoder.onnx"
 EXPORT_JOINER_FILE = "joiner.onnx"

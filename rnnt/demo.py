@@ -86,6 +86,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the whole demo in ``out``; returns (and writes to ``out/summary.json``) its figures."""
     from rnnt.lightning_cli import make_cli
+    from rnnt.run_lock import hold_run_folder
 
     out = Path(out)
     data_dir = out / "data"
@@ -108,7 +109,8 @@ def run_demo(
     cli = make_cli(config, run=False, root_dir=str(out / "runs"), run_name=C.DEMO_RUN_NAME)
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
     train_started = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+    with hold_run_folder(trainer):  # a second demo into the same folder is refused
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
     train_seconds = time.perf_counter() - train_started
     best = trainer.checkpoint_callback.best_model_path
     val_wer = trainer.callback_metrics.get("val_wer")

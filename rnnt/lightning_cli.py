@@ -7,6 +7,8 @@ and checkpoint defaults below (all from ``rnnt/constants.py``): from a command l
 
 from __future__ import annotations
 
+import logging
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,6 +60,70 @@ def checkpoint_defaults() -> dict[str, Any]:
     }
 
 
+# The subcommands that evaluate weights (they must be given some, see `_require_weights`).
+EVALUATING_SUBCOMMANDS = ("validate", "test", "predict")
+# Loggers whose lines are the same on every DDP rank (every rank reads the same manifests):
+# only rank 0 prints them. The lines of other loggers on a rank > 0 are marked with the rank.
+SAME_ON_EVERY_RANK = (
+    "rnnt.data.records",
+    "rnnt.data.manifest",
+    "rnnt.data.manifest_stats",
+    "rnnt.data.datamodule",
+    "rnnt.data.tokenizer",
+)
+
+
+class RankFilter(logging.Filter):
+    """Drops the lines every DDP rank would print alike; marks other lines of a rank > 0."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from lightning.pytorch.utilities import rank_zero_only
+
+        rank = getattr(rank_zero_only, "rank", 0)
+        if not rank:
+            return True
+        if record.name.startswith(SAME_ON_EVERY_RANK):
+            return False
+        if not getattr(record, "rank_marked", False):
+            record.msg, record.rank_marked = f"[rank {rank}] {record.msg}", True
+        return True
+
+
+class _CurrentStderrHandler(logging.StreamHandler):
+    # Writes to whatever sys.stderr is when a line is logged, not the one of the moment the
+    # handler was made: tests and programs that embed us swap sys.stderr.
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def log_to_stderr(own_process: bool = False) -> None:
+    """Our log lines on stderr, once: ``LEVEL name: message``, INFO and up, rank 0's alone
+    where every rank would print the same line (``RankFilter``).
+
+    Adds a handler to the ``rnnt`` logger unless it has one, or, when we are a library in
+    someone else's program (``own_process`` false), unless the root logger has one: the user
+    set logging up, and a root handler next to ours would print each line twice. The ``rnnt``
+    command owns its process and always prints its own lines.
+    """
+    logger = logging.getLogger("rnnt")
+    if not logger.handlers and (own_process or not logging.getLogger().handlers):
+        handler = _CurrentStderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    for handler in logger.handlers:
+        if not any(isinstance(f, RankFilter) for f in handler.filters):
+            handler.addFilter(RankFilter())
+
+
 def make_cli(
     args: Sequence[str] | dict[str, Any],
     run: bool = True,
@@ -70,12 +136,14 @@ def make_cli(
     config dictionary (``{"model": {...}, "data": {...}, "trainer": {...}}``) when it is false.
     """
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
     from lightning.pytorch.cli import LightningCLI
 
-    from rnnt.callbacks import AtomicCheckpointIO, AtomicModelCheckpoint, StopOnSignal
+    from rnnt.callbacks import EstimatingProgressBar, StopOnSignal
     from rnnt.checkpoint import read_checkpoint
     from rnnt.data.datamodule import TransducerDataModule
+    from rnnt.model_checkpoint import AtomicCheckpointIO, AtomicModelCheckpoint
+    from rnnt.run_lock import hold_run_folder
     from rnnt.train import TransducerModule
 
     class TransducerCLI(LightningCLI):
@@ -91,16 +159,53 @@ def make_cli(
             # truncated or foreign file must be a one-line error naming it, not a torch trace.
             subcommand = self.config.get("subcommand")
             ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-            if ckpt_path and "://" not in str(ckpt_path) and Path(ckpt_path).is_file():
-                read_checkpoint(ckpt_path, mmap=True)
+            if ckpt_path and "://" not in str(ckpt_path) and Path(ckpt_path).exists():
+                read_checkpoint(ckpt_path, mmap=True)  # a folder too: one line naming it
+            if subcommand in EVALUATING_SUBCOMMANDS:
+                _require_weights(subcommand, self.config[subcommand])
+
+        def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):
+            parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+            if subcommand in EVALUATING_SUBCOMMANDS:
+                parser.add_argument(
+                    "--allow_untrained",
+                    type=bool,
+                    default=False,
+                    help="evaluate even without --ckpt_path or --model.init_from, i.e. the "
+                    "randomly initialised model (a baseline); refused otherwise",
+                )
+            return parser
 
         def instantiate_trainer(self, **kwargs: Any):
+            if self.subcommand not in (None, "fit"):
+                # The run's config.yaml is what trained it: an evaluation saves its own beside.
+                self.save_config_kwargs = {
+                    **self.save_config_kwargs,
+                    "config_filename": f"config-{self.subcommand}.yaml",
+                }
             trainer = super().instantiate_trainer(**kwargs)
             # Whole checkpoint files and safe loading, unless the user chose their own IO
             # (`--trainer.plugins` with e.g. a SLURM environment keeps this one).
             if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
                 trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+            # Lightning's own bar, unless the user chose another, gains a training total.
+            if type(trainer.progress_bar_callback) is TQDMProgressBar:
+                trainer.progress_bar_callback.__class__ = EstimatingProgressBar
             return trainer
+
+        def fit(self, model, **kwargs: Any) -> None:
+            # One live run per folder: a second `rnnt fit` into it is refused, not interleaved.
+            with hold_run_folder(self.trainer):
+                self.trainer.fit(model, **kwargs)
+
+        def before_validate(self) -> None:
+            _check_ckpt_path(self.trainer, "validate", self.config_init["validate"])
+
+        def before_test(self) -> None:
+            _check_ckpt_path(self.trainer, "test", self.config_init["test"])
+
+        def before_predict(self) -> None:
+            _check_ckpt_path(self.trainer, "predict", self.config_init["predict"])
 
     # LightningCLI warns when `args` and sys.argv are both given; here `args` is deliberate.
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
@@ -108,6 +213,7 @@ def make_cli(
     # mid-epoch resume continues with the next batch; Lightning looks only at the DataLoader
     # and would warn that it cannot.
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+    log_to_stderr()
     defaults = trainer_defaults(root_dir, run_name)
     # Callbacks of the defaults are always added, on top of any the user configures.
     defaults["callbacks"] = [LearningRateMonitor(logging_interval="step"), StopOnSignal()]
@@ -116,6 +222,44 @@ def make_cli(
         TransducerDataModule,
         trainer_defaults=defaults,
         save_config_kwargs={"overwrite": True},
+        # Parse errors raise (rnnt.cli prints them as one line) instead of usage + message.
+        parser_kwargs={"exit_on_error": False},
+        seed_everything_default=C.SEED,
         args=args if isinstance(args, dict) else list(args),
         run=run,
     )
+
+
+def _require_weights(subcommand: str, config: Any) -> None:
+    """Refuse to evaluate a randomly initialised model unless ``--allow_untrained true``."""
+    model = config.get("model") or {}
+    if config.get("ckpt_path") or model.get("init_from") or config.get("allow_untrained"):
+        return
+    raise ValueError(
+        f"no weights to {subcommand}: give --ckpt_path last (the run's newest checkpoint) or "
+        "--ckpt_path FILE.ckpt (--allow_untrained true scores the untrained model on purpose)"
+    )
+
+
+def _check_ckpt_path(trainer: Any, subcommand: str, config: Any) -> None:
+    """``--ckpt_path last|best`` of an evaluation must name a checkpoint that exists.
+
+    (Lightning would only warn that there is no ``last`` and score the untrained model, or
+    raise its own error for ``best``, which a new process never knows.)
+    """
+    ckpt_path = config.get("ckpt_path")
+    callback = trainer.checkpoint_callback
+    if ckpt_path == "best":
+        raise ValueError(
+            "--ckpt_path best: only a `fit` knows its best checkpoint; give --ckpt_path last "
+            "or the file, e.g. --ckpt_path runs/RUN/checkpoints/rnnt-03-12.34.ckpt"
+        )
+    if ckpt_path == "last" and callback is not None:
+        found = getattr(callback, "_find_last_checkpoints", lambda trainer: {"?"})(trainer)
+        if not found:
+            folder = trainer.logger.log_dir if trainer.logger else trainer.default_root_dir
+            raise ValueError(
+                f"--ckpt_path last: no last.ckpt in {folder}/checkpoints: check the run folder "
+                "(--trainer.logger.init_args.name, --trainer.default_root_dir) or give "
+                "--ckpt_path FILE.ckpt"
+            )

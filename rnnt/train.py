@@ -19,7 +19,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics import Metric
 from torchmetrics.text import WordErrorRate
 
-from rnnt.checkpoint import MODEL_CONFIG_KEY, TOKENIZER_KEY, CheckpointError, stored_config
+from rnnt.arguments import MODEL_RULES, check_arguments
+from rnnt.checkpoint import (
+    MODEL_CONFIG_KEY,
+    TOKENIZER_KEY,
+    CheckpointError,
+    check_weights_fit,
+    stored_config,
+)
 from rnnt.constants import (
     ADAM_BETAS,
     ATTENTION_CONTEXT_SIZE,
@@ -40,6 +47,7 @@ from rnnt.data.tokenizer import Tokenizer
 from rnnt.decoding import greedy_search
 from rnnt.models.transducer import Transducer, config_from_preset
 from rnnt.scheduler import build_scheduler
+from rnnt.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 # TransducerConfig fields that change what trained weights mean without changing their shapes:
@@ -93,6 +101,9 @@ class TransducerModule(pl.LightningModule):
         max_symbols_per_frame: greedy decoding cap used for the validation WER.
         max_nonfinite_steps: stop with an error after this many non-finite losses in a row.
         log_text_examples: reference/hypothesis pairs written to TensorBoard each validation.
+        init_from: a checkpoint whose weights the model starts from (fine-tuning: step 0, a
+            fresh optimizer and schedule; ``--ckpt_path`` resumes a run instead). One of
+            another tokenizer gives all but the vocabulary layers (``rnnt.warm_start``).
     """
 
     def __init__(
@@ -111,7 +122,9 @@ class TransducerModule(pl.LightningModule):
         max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
         max_nonfinite_steps: int = MAX_NONFINITE_STEPS,
         log_text_examples: int = LOG_TEXT_EXAMPLES,
+        init_from: str | None = None,
     ) -> None:
+        check_arguments("model", MODEL_RULES, locals())  # one line naming a wrong --model.* value
         super().__init__()
         self.save_hyperparameters()
         self.tokenizer = Tokenizer.load(tokenizer_path)
@@ -123,6 +136,8 @@ class TransducerModule(pl.LightningModule):
             **(model_overrides or {}),
         )
         self.model = Transducer(config)
+        if init_from:
+            self.model = warm_start(self.model, self.tokenizer, init_from, tokenizer_path)
         # Metric objects sum their states over DDP ranks when computed: the validation
         # figures are those of the whole set, whatever the number of ranks.
         self.val_loss = UtteranceMean()
@@ -309,6 +324,9 @@ class TransducerModule(pl.LightningModule):
         # values win: the model is rebuilt before its weights are loaded.
         if MODEL_CONFIG_KEY not in checkpoint:
             return
+        path = getattr(self._trainer, "ckpt_path", None) or "the checkpoint"
+        # Another vocabulary or model size: one line saying which, not a size-mismatch trace.
+        check_weights_fit(checkpoint, self.model, self.tokenizer, path, self.hparams.tokenizer_path)
         stored = stored_config(checkpoint[MODEL_CONFIG_KEY])
         config = self.model.config
         differing = {
@@ -318,7 +336,6 @@ class TransducerModule(pl.LightningModule):
         }
         if not differing:
             return
-        path = getattr(self._trainer, "ckpt_path", None) or "the checkpoint"
         change = ", ".join(
             f"{field}={value!r} (configured: {getattr(config, field)!r})"
             for field, value in differing.items()

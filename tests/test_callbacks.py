@@ -1,5 +1,6 @@
-"""Crash safety of `rnnt fit`: SIGTERM saves and exits cleanly, resume picks up the exact batch,
-bad `--ckpt_path` files are one-line errors, `save_last="link"` is atomic."""
+"""Crash safety of `rnnt fit`: SIGTERM and Ctrl-C save and exit cleanly, resume picks up the exact
+batch, last.ckpt is written from the first step interval (and every few minutes) and is never
+behind, bad `--ckpt_path` files are one-line errors, `save_last="link"` is atomic."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ import sys
 import time
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
 
-from rnnt.callbacks import AtomicCheckpointIO, StopOnSignal
+from rnnt import model_checkpoint
+from rnnt.callbacks import AtomicCheckpointIO, EstimatingProgressBar, StopOnSignal
 from rnnt.checkpoint import read_checkpoint
 from rnnt.cli import main
 from rnnt.lightning_cli import make_cli
+from rnnt.model_checkpoint import AtomicModelCheckpoint
 from tests.probes import BatchRecorder, SendSignal
 from tests.tiny import tiny_fit_config
 
@@ -111,9 +115,13 @@ def test_sigterm_mid_validation_stops_before_the_validation_ends(tiny_corpus, tm
     assert [record["epoch"] for record in _batches(probe, "val")[2:]] == [1] * 3
 
 
-def test_sigterm_to_the_whole_job_exits_0_with_a_resumable_checkpoint(tiny_corpus, tmp_path):
-    """What SLURM does at a time limit: SIGTERM to every process of the job, the data-loader
-    workers included (which must not die first and fail the run)."""
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_to_the_whole_job_exits_0_with_a_resumable_checkpoint(
+    signal_name, tiny_corpus, tmp_path
+):
+    """What SLURM does at a time limit (SIGTERM) and what Ctrl-C in a terminal does (SIGINT):
+    the signal goes to every process of the job, the data-loader workers included (which must
+    not die first and fail the run)."""
     config = _config(tiny_corpus, tmp_path, max_epochs=1000, limit_val_batches=0)
     config["data"]["num_workers"] = 1
     config["trainer"]["callbacks"] = [_probe_recorder(tmp_path / "probe")]
@@ -134,16 +142,165 @@ def test_sigterm_to_the_whole_job_exits_0_with_a_resumable_checkpoint(tiny_corpu
             assert job.poll() is None, job.stdout.read()[-4000:]
             assert time.monotonic() < deadline, "training did not start in time"
             time.sleep(0.1)
-        os.killpg(job.pid, signal.SIGTERM)
+        os.killpg(job.pid, signal.Signals[signal_name])
         output, _ = job.communicate(timeout=PROCESS_TIMEOUT_S)
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
     assert job.returncode == 0, output[-4000:]
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    assert "SIGTERM received: stopped after training batch" in output
+    assert f"{signal_name} received: stopped after training batch" in output
     assert f"saved {last}" in output and "--ckpt_path last" in output
     assert read_checkpoint(last)["global_step"] >= 2
+
+
+def test_ctrl_c_mid_epoch_saves_the_finished_batch_and_exits_0(tiny_corpus, tmp_path, caplog):
+    config = _config(tiny_corpus, tmp_path, max_epochs=1, limit_val_batches=0)
+    with pytest.raises(SystemExit) as stopped, caplog.at_level("WARNING", logger="rnnt.callbacks"):
+        _fit(config, tmp_path, SendSignal(train_step=2, signal="SIGINT"))
+    assert stopped.value.code is None  # exit status 0, not Lightning's 1 after Ctrl-C
+    assert _last(tmp_path)["global_step"] == 3  # the interrupted batch was finished and saved
+    assert "SIGINT received: stopped after training batch 2" in caplog.text
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handed back
+
+
+def test_a_second_ctrl_c_stops_at_once_and_workers_leave_the_decision_to_the_trainer():
+    stop = StopOnSignal()
+    stop._owner_pid = os.getpid()
+    stop._handle(signal.SIGINT, None)
+    assert stop.received is signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):  # Lightning: exit 1, nothing saved
+        stop._handle(signal.SIGINT, None)
+    # A data-loader worker forked from the trainer inherits the handler: it does nothing there.
+    worker_copy = StopOnSignal()
+    worker_copy._owner_pid = os.getpid() + 1
+    worker_copy._handle(signal.SIGINT, None)
+    worker_copy._handle(signal.SIGINT, None)
+    assert worker_copy.received is None
+
+
+def test_step_interval_checkpoint_of_epoch_0_survives_sigkill_and_resume_continues_there(
+    tiny_corpus, tmp_path
+):
+    """A long first epoch: `--checkpoint.every_n_train_steps` writes last.ckpt from the first
+    interval on, before any validation (Lightning waits for the first val_loss); a SIGKILL
+    then loses at most one interval, and `--ckpt_path last` goes on with the next batch."""
+    probe = tmp_path / "probe"
+    config = _config(tiny_corpus, tmp_path, max_epochs=1, limit_val_batches=1)
+    config["trainer"]["callbacks"] = [_probe_recorder(probe)]
+    config["checkpoint"] = {"every_n_train_steps": 2}
+    config_path = tmp_path / "fit.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "rnnt", "fit", "--config", str(config_path)]
+    job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + PROCESS_TIMEOUT_S
+        while True:
+            assert job.poll() is None, job.stdout.read()[-4000:]
+            assert time.monotonic() < deadline, "no step-interval checkpoint was written"
+            time.sleep(0.05)
+            if not last.exists():
+                continue
+            job.send_signal(signal.SIGSTOP)  # frozen: what it saved and trained holds still
+            saved_step = read_checkpoint(last)["global_step"]
+            killed_run = {record["step"]: record["ids"] for record in _batches(probe)}
+            if saved_step in killed_run:  # it had started the batch after the save
+                break
+            job.send_signal(signal.SIGCONT)
+    finally:
+        job.kill()  # SIGKILL: nothing runs after it
+        job.communicate()
+    killed = read_checkpoint(last)
+    assert killed["global_step"] == saved_step
+    assert killed["epoch"] == 0 and saved_step % 2 == 0 and saved_step > 0
+    (checkpoint_state,) = killed["callbacks"].values()
+    assert checkpoint_state["best_model_score"] is None  # no validation has run yet
+    # The data position is saved too: the resumed epoch goes on after the batches trained on.
+    assert killed["TransducerDataModule"] == {"train_epoch": 0, "train_batches_done": saved_step}
+
+    config["trainer"]["max_steps"] = saved_step + 2
+    config["trainer"]["callbacks"] = [_probe_recorder(tmp_path / "resumed")]
+    config_path.write_text(yaml.safe_dump(config))
+    output, _ = subprocess.Popen(
+        [*command, "--ckpt_path", "last"], env=env, stdout=subprocess.PIPE, text=True
+    ).communicate(timeout=PROCESS_TIMEOUT_S)
+    resumed = _batches(tmp_path / "resumed")
+    assert [record["step"] for record in resumed][:2] == [saved_step, saved_step + 1], output
+    assert resumed[0]["ids"] == killed_run[saved_step]  # the very batch the killed run was on
+    assert read_checkpoint(last)["global_step"] == saved_step + 2
+
+
+class _LastCheckpointProbe(pl.Callback):
+    """Records, at the start of each training batch, the global step stored in last.ckpt."""
+
+    def __init__(self, last: Path, clock: list[float], jump_at_step: int, minutes: float):
+        self.last, self.clock, self.jump_at_step, self.minutes = last, clock, jump_at_step, minutes
+        self.seen: list[int | None] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen.append(read_checkpoint(self.last)["global_step"] if self.last.exists() else None)
+        if trainer.global_step == self.jump_at_step:
+            self.clock[0] += self.minutes  # this batch takes "half an hour"
+
+
+def test_last_ckpt_is_written_after_save_last_every_minutes_of_training(
+    tiny_corpus, tmp_path, monkeypatch
+):
+    clock = [1000.0]
+    monkeypatch.setattr(model_checkpoint, "_minutes", lambda: clock[0])
+    config = _config(tiny_corpus, tmp_path, max_steps=5, limit_val_batches=0)
+    config["checkpoint"] = {"save_last_every_minutes": 30}
+    probe = _LastCheckpointProbe(tmp_path / "run" / "checkpoints" / "last.ckpt", clock, 2, 31)
+    _fit(config, tmp_path, probe)
+    # Minute 31 passes during the batch of step 2: last.ckpt at step 3, nothing before.
+    assert probe.seen == [None, None, None, 3, 3]
+    assert _last(tmp_path)["global_step"] == 5  # and at the end of training
+
+
+def test_timed_saves_are_off_with_0_or_null_and_a_negative_interval_is_a_one_line_error(
+    monkeypatch,
+):
+    from types import SimpleNamespace
+
+    clock = [1000.0]
+    monkeypatch.setattr(model_checkpoint, "_minutes", lambda: clock[0])
+    strategy = SimpleNamespace(reduce_boolean_decision=lambda decision, all: decision)
+    trainer = SimpleNamespace(strategy=strategy)
+    for minutes, due in [(30, True), (0, False), (None, False)]:
+        callback = AtomicModelCheckpoint(save_last_every_minutes=minutes)
+        clock[0] += 1e6
+        assert callback._timed_save_due(trainer) is due, minutes
+    with pytest.raises(ValueError, match="save_last_every_minutes -1 must be >= 0"):
+        AtomicModelCheckpoint(save_last_every_minutes=-1)
+
+
+def test_a_run_stopped_by_max_steps_mid_epoch_names_no_file_with_a_stale_val_loss(
+    tiny_corpus, tmp_path
+):
+    config = _config(tiny_corpus, tmp_path, max_epochs=5, max_steps=4, limit_train_batches=3)
+    config["trainer"]["limit_val_batches"] = 1
+    _fit(config, tmp_path)
+    names = sorted(path.name for path in (tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+    # Epoch 0 validated at step 3; step 4 (epoch 1) never was: no "rnnt-01-<epoch 0's loss>".
+    assert len(names) == 2 and names[0] == "last.ckpt" and names[1].startswith("rnnt-00-")
+    assert _last(tmp_path)["global_step"] == 4  # but last.ckpt has the final step
+
+
+def test_last_ckpt_follows_every_epoch_even_when_no_best_file_is_saved(tiny_corpus, tmp_path):
+    config = _config(tiny_corpus, tmp_path, max_epochs=2, limit_train_batches=2)
+    config["trainer"]["limit_val_batches"] = 1
+    # mode "max" on a falling loss: only epoch 0 is ever the best; Lightning then left
+    # last.ckpt at epoch 0, and a crash later resumed from there, however far back.
+    config["checkpoint"] = {"save_top_k": 1, "mode": "max"}
+    _fit(config, tmp_path)
+    saved = {
+        path.name: read_checkpoint(path)["global_step"]
+        for path in (tmp_path / "run" / "checkpoints").glob("*.ckpt")
+    }
+    assert saved.pop("last.ckpt") == 4
+    assert list(saved.values()) == [2]
 
 
 def _probe_recorder(folder: Path) -> dict:
@@ -205,3 +362,25 @@ def test_save_last_link_points_last_at_the_newest_checkpoint(tiny_corpus, tmp_pa
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert last.is_symlink() and os.readlink(last) == "rnnt-01.ckpt"
     assert _last(tmp_path)["epoch"] == 1
+
+
+class _TotalRecorder(pl.Callback):
+    """Records the progress bar's training total and the batches an epoch really had."""
+
+    def __init__(self) -> None:
+        self.totals: list[float] = []
+        self.batches = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.totals.append(trainer.progress_bar_callback.total_train_batches)
+        self.batches += 1
+
+
+def test_training_progress_bar_shows_an_estimated_total_not_a_question_mark(tiny_corpus, tmp_path):
+    config = _config(tiny_corpus, tmp_path, max_epochs=1, limit_val_batches=0)
+    config["trainer"]["enable_progress_bar"] = True
+    recorder = _TotalRecorder()
+    cli = _fit(config, tmp_path / "run", recorder)
+    assert type(cli.trainer.progress_bar_callback) is EstimatingProgressBar
+    total = recorder.totals[0]
+    assert total != float("inf") and 0.5 * recorder.batches <= total <= 2 * recorder.batches

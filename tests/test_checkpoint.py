@@ -12,8 +12,14 @@ import pytest
 import torch
 
 from rnnt.checkpoint import (
+    MODEL_CONFIG_KEY,
+    STATE_DICT_PREFIX,
+    TOKENIZER_KEY,
     CheckpointError,
+    check_device,
+    check_weights_fit,
     link_checkpoint,
+    load_checkpoint,
     read_checkpoint,
     remove_stale_temporaries,
     write_checkpoint,
@@ -135,3 +141,179 @@ def test_reading_never_runs_pickled_code(tmp_path):
     with pytest.raises(CheckpointError, match="objects other than tensors and plain data"):
         read_checkpoint(evil)
     assert not marker.exists()
+
+
+def _garbage(folder: Path) -> dict[str, Path]:
+    """Files that are not checkpoints; torch.load raised a different exception for each."""
+    import pickle
+    import zipfile
+
+    import numpy as np
+    import soundfile as sf
+
+    (folder / "empty.ckpt").write_bytes(b"")
+    (folder / "six.txt").write_text("hello\n")  # KeyError: 101
+    sf.write(folder / "a.wav", np.zeros(1600, dtype=np.float32), 16000)  # IndexError
+    with zipfile.ZipFile(folder / "other.zip", "w") as archive:
+        archive.writestr("notes.txt", "not torch's")  # RuntimeError
+    marker = folder / "pickled code ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    (folder / "code.pkl").write_bytes(pickle.dumps(Payload()))  # UnpicklingError
+    (folder / "runs").mkdir()
+    return {
+        name: folder / name
+        for name in ("empty.ckpt", "six.txt", "a.wav", "other.zip", "code.pkl", "runs")
+    }
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_any_file_that_is_not_a_checkpoint_is_one_checkpoint_error_naming_it(tmp_path, mmap):
+    for name, path in _garbage(tmp_path).items():
+        with pytest.raises(CheckpointError) as error:
+            read_checkpoint(path, mmap=mmap)
+        message = str(error.value)
+        assert message.startswith(f"{path}: ") and "\n" not in message, name
+    assert not (tmp_path / "pickled code ran").exists()
+
+
+def test_the_message_says_what_kind_of_wrong_file(tmp_path):
+    files = _garbage(tmp_path)
+    with pytest.raises(CheckpointError, match="empty file"):
+        read_checkpoint(files["empty.ckpt"])
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint file"):
+        read_checkpoint(files["runs"])
+    with pytest.raises(CheckpointError, match=r"not a readable checkpoint.*\(KeyError\)"):
+        read_checkpoint(files["six.txt"])  # the original exception's type is kept
+    with pytest.raises(CheckpointError, match=r"not a readable checkpoint.*\(IndexError\)"):
+        read_checkpoint(files["a.wav"])
+
+
+def test_check_device_refuses_what_this_machine_lacks(monkeypatch):
+    assert check_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(
+        ValueError,
+        match=r"^cuda: CUDA is not available on this machine "
+        r"\(torch.cuda.is_available\(\) is False\)",
+    ):
+        check_device("cuda")
+    with pytest.raises(ValueError, match="^gpu7: not a device name; use cpu, cuda"):
+        check_device("gpu7")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match="has 2 CUDA device"):
+        check_device("cuda:2")
+
+
+def test_a_good_checkpoint_on_a_missing_device_blames_the_device_not_the_file(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "good.ckpt"
+    torch.save(_checkpoint(1), path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available") as error:
+        read_checkpoint(path, map_location="cuda")
+    assert not isinstance(error.value, CheckpointError)  # the file is fine
+    assert read_checkpoint(path)["global_step"] == 1
+
+
+def _model_and_checkpoint(tokenizer, **overrides):
+    from rnnt.models.transducer import Transducer, config_from_preset
+    from tests.tiny import TINY_MODEL
+
+    config = config_from_preset("tiny", tokenizer.num_classes, **{**TINY_MODEL, **overrides})
+    model = Transducer(config)
+    checkpoint = {
+        "state_dict": {STATE_DICT_PREFIX + k: v for k, v in model.state_dict().items()},
+        MODEL_CONFIG_KEY: config.to_dict(),
+        TOKENIZER_KEY: tokenizer.model_bytes,
+    }
+    return model, checkpoint
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory):
+    """Three tokenizers of one text: unigram 30 and 40 pieces, bpe 40 pieces."""
+    import json
+    import random
+
+    from rnnt.data.tokenizer import Tokenizer, train_tokenizer
+
+    folder = tmp_path_factory.mktemp("tokenizers")
+    words = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "a",
+        "lazy",
+        "dog",
+        "while",
+        "seven",
+        "zebras",
+        "quietly",
+        "watch",
+    ]
+    rng = random.Random(0)
+    manifest = folder / "text.jsonl"
+    manifest.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "audio_filepath": "a.wav",
+                    "duration": 1.0,
+                    "text": " ".join(rng.choices(words, k=9)),
+                }
+            )
+            + "\n"
+            for _ in range(300)
+        )
+    )
+    made = {}
+    for name, size, kind in [("u30", 30, "unigram"), ("u40", 40, "unigram"), ("b40", 40, "bpe")]:
+        made[name] = Tokenizer.load(
+            train_tokenizer([manifest], folder / f"{name}.model", size, kind)
+        )
+    return made
+
+
+def test_weights_fit_check_names_both_vocabularies_and_init_from(tokenizers):
+    model, checkpoint = _model_and_checkpoint(tokenizers["u30"])
+    check_weights_fit(checkpoint, model, tokenizers["u30"], "a.ckpt")  # its own: fine
+    configured, _ = _model_and_checkpoint(tokenizers["u40"])
+    with pytest.raises(CheckpointError) as error:
+        check_weights_fit(checkpoint, configured, tokenizers["u40"], "a.ckpt", "t40.model")
+    message = str(error.value)
+    assert message.startswith(
+        "a.ckpt: trained with a vocabulary of 30 pieces, but the tokenizer "
+        "configured here (t40.model) has 40"
+    )
+    assert "--model.init_from a.ckpt" in message
+
+
+def test_weights_fit_check_refuses_a_same_size_tokenizer_with_other_pieces(tokenizers):
+    model, checkpoint = _model_and_checkpoint(tokenizers["b40"])
+    with pytest.raises(CheckpointError, match="another tokenizer of the same size"):
+        check_weights_fit(checkpoint, model, tokenizers["u40"], "b.ckpt")
+
+
+def test_weights_fit_check_names_the_model_settings_that_differ(tokenizers):
+    _, checkpoint = _model_and_checkpoint(tokenizers["u30"], d_model=48)
+    model, _ = _model_and_checkpoint(tokenizers["u30"])
+    with pytest.raises(CheckpointError) as error:
+        check_weights_fit(checkpoint, model, tokenizers["u30"], "c.ckpt")
+    message = str(error.value)
+    assert "its weights do not fit the configured model" in message
+    assert "d_model=48 (configured: 32)" in message and "\n" not in message
+
+
+def test_load_checkpoint_of_a_text_file_is_a_checkpoint_error(tmp_path):
+    (tmp_path / "six.txt").write_text("hello\n")
+    with pytest.raises(CheckpointError, match="six.txt: not a readable checkpoint"):
+        load_checkpoint(tmp_path / "six.txt")

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+import re
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
+from rnnt import constants as C
 from rnnt.cli import main
 from rnnt.demo import demo_config
 from rnnt.lightning_cli import make_cli
+from tests.tiny import tiny_fit_config
 
 REPO = Path(__file__).resolve().parents[1]
+PROCESS_TIMEOUT_S = 120
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -26,7 +35,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 def test_configs_demo_yaml_is_what_rnnt_demo_trains_with():
     shipped = _flatten(yaml.safe_load((REPO / "configs" / "demo.yaml").read_text()))
-    demo = _flatten(demo_config("data/demo"))
+    demo = _flatten(demo_config(C.DEMO_DATA_DIR))
     for key, value in demo.items():
         assert shipped.get(key) == value, (
             f"configs/demo.yaml {key}: {shipped.get(key)!r} != {value!r}"
@@ -50,8 +59,9 @@ def test_bad_manifest_line_is_one_line_error_with_exit_2(tmp_path, capsys):
     manifest.write_text(
         '{"audio_filepath": "a.wav", "duration": 1.0, "text": "hi"}\n{"duration": \n'
     )
+    out = ["--out", str(tmp_path / "t.model")]
     with pytest.raises(SystemExit) as exit_info:
-        main(["tokenizer", "--manifest", str(manifest), "--out", str(tmp_path / "t.model")])
+        main(["tokenizer", "--manifest", str(manifest), *out, "--no-skip-invalid"])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert f"{manifest}:2:" in error and "Traceback" not in error
@@ -78,6 +88,7 @@ def test_truncated_and_foreign_checkpoints_are_clear_errors(tmp_path, capsys):
 
 def _random_checkpoint(corpus: Path, path: Path, **overrides) -> Path:
     """A random tiny model saved the way TransducerModule saves one (weights, config, tokenizer)."""
+    import lightning
     import torch
 
     from rnnt.checkpoint import MODEL_CONFIG_KEY, STATE_DICT_PREFIX, TOKENIZER_KEY
@@ -94,6 +105,7 @@ def _random_checkpoint(corpus: Path, path: Path, **overrides) -> Path:
             "state_dict": {STATE_DICT_PREFIX + k: v for k, v in model.state_dict().items()},
             MODEL_CONFIG_KEY: config.to_dict(),
             TOKENIZER_KEY: tokenizer.model_bytes,
+            "pytorch-lightning_version": lightning.__version__,  # as Lightning writes it
         },
         path,
     )
@@ -135,8 +147,10 @@ def test_streaming_a_model_that_sees_the_future_is_a_one_line_error(tiny_corpus,
     error = capsys.readouterr().err
     assert "attention_context_size" in error and "causal_conv" in error
     assert "Traceback" not in error
-    with pytest.raises(SystemExit, match="--beam 0 must be >= 1"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["transcribe", "--checkpoint", str(checkpoint), "--beam", "0", *audio])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "rnnt transcribe: error: argument --beam: 0 must be >= 1\n"
 
 
 def test_export_command_writes_what_sherpa_onnx_loads(tiny_corpus, tmp_path, capsys):
@@ -146,3 +160,168 @@ def test_export_command_writes_what_sherpa_onnx_loads(tiny_corpus, tmp_path, cap
     printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
     assert sorted(printed) == ["decoder", "encoder", "joiner", "tokens"]
     assert all(Path(path).is_file() and Path(path).stat().st_size > 0 for path in printed.values())
+
+
+# --- files that are not checkpoints, and checkpoints that do not fit ---------------------------
+def _not_checkpoints(folder: Path) -> dict[str, Path]:
+    """Files a user might give as a checkpoint by mistake, by kind."""
+    import numpy as np
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.ckpt").write_bytes(b"")
+    (folder / "six.txt").write_text("hello\n")  # 6 bytes: torch.load said `KeyError: 101`
+    sf.write(folder / "a.wav", np.zeros(1600, dtype=np.float32), 16000)  # `IndexError`
+    with zipfile.ZipFile(folder / "other.zip", "w") as archive:
+        archive.writestr("notes.txt", "a zip, but not one torch wrote")
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (folder / "pickled code ran",))
+
+    (folder / "code.pkl").write_bytes(pickle.dumps(Payload()))  # plain pickle, not torch's zip
+    (folder / "runs").mkdir(exist_ok=True)
+    return {
+        "empty": folder / "empty.ckpt",
+        "text": folder / "six.txt",
+        "wav": folder / "a.wav",
+        "zip": folder / "other.zip",
+        "pickle": folder / "code.pkl",
+        "folder": folder / "runs",
+    }
+
+
+def _one_error_line(capsys, command: str) -> str:
+    error = capsys.readouterr().err
+    assert "Traceback" not in error, error
+    lines = error.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"rnnt {command}: error: "), error
+    return lines[0]
+
+
+def _other_vocabulary_checkpoint(corpus: Path, folder: Path, vocab_size: int, model_type: str):
+    """A random tiny model with a tokenizer of ``vocab_size`` pieces trained on ``corpus``."""
+    from rnnt.data.tokenizer import train_tokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    other = folder / f"{model_type}{vocab_size}"
+    other.mkdir(exist_ok=True)
+    train_tokenizer([corpus / "train.jsonl"], other / "tokenizer.model", vocab_size, model_type)
+    return _random_checkpoint(other, folder / f"{model_type}{vocab_size}.ckpt")
+
+
+def test_every_non_checkpoint_file_is_one_line_in_transcribe_and_export(tmp_path, capsys):
+    for kind, path in _not_checkpoints(tmp_path).items():
+        for argv in (
+            ["transcribe", "--checkpoint", str(path), str(tmp_path / "a.wav")],
+            ["export", "--checkpoint", str(path), "--out", str(tmp_path / "onnx")],
+        ):
+            with pytest.raises(SystemExit) as exit_info:
+                main(argv)
+            assert exit_info.value.code == 2, kind
+            line = _one_error_line(capsys, argv[0])
+            assert str(path) in line, (kind, line)
+    assert not (tmp_path / "pickled code ran").exists()
+    assert not (tmp_path / "onnx").exists()
+
+
+@pytest.mark.parametrize("command", ["validate", "fit"])  # (test reads it as validate does)
+def test_every_non_checkpoint_file_is_one_line_as_ckpt_path(
+    command, tiny_corpus, tmp_path, capsys, log_lines_aside
+):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_fit_config(tiny_corpus, tmp_path, max_steps=1)))
+    for kind, path in _not_checkpoints(tmp_path / "files").items():
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--config", str(config), "--ckpt_path", str(path)])
+        assert exit_info.value.code == 2, kind
+        line = _one_error_line(capsys, command)
+        assert str(path) in line, (kind, line)
+    assert not (tmp_path / "files" / "pickled code ran").exists()
+
+
+@pytest.mark.parametrize("command", ["validate", "fit"])
+def test_checkpoint_of_another_vocabulary_says_both_sizes_and_how_to_fine_tune(
+    command, tiny_corpus, tmp_path, capsys, log_lines_aside
+):
+    from tests.tiny import TINY_VOCAB_SIZE
+
+    config = tiny_fit_config(tiny_corpus, tmp_path, max_steps=1)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    smaller = _other_vocabulary_checkpoint(tiny_corpus, tmp_path, TINY_VOCAB_SIZE - 8, "unigram")
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--config", str(config_path), "--ckpt_path", str(smaller)])
+    assert exit_info.value.code == 2
+    line = _one_error_line(capsys, command)
+    assert f"{smaller}: trained with a vocabulary of {TINY_VOCAB_SIZE - 8} pieces" in line
+    assert f"has {TINY_VOCAB_SIZE}" in line and f"--model.init_from {smaller}" in line
+    assert "size mismatch" not in line
+
+    # Same size, other pieces: it would load, and read every output as the wrong piece.
+    same_size = _other_vocabulary_checkpoint(tiny_corpus, tmp_path, TINY_VOCAB_SIZE, "bpe")
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--config", str(config_path), "--ckpt_path", str(same_size)])
+    assert exit_info.value.code == 2
+    line = _one_error_line(capsys, command)
+    assert "another tokenizer of the same size" in line and "--model.init_from" in line
+
+
+def test_transcribe_with_a_device_this_machine_lacks_blames_the_device(
+    tiny_corpus, tmp_path, capsys, monkeypatch
+):
+    import torch
+
+    checkpoint = _random_checkpoint(tiny_corpus, tmp_path / "good.ckpt")
+    audio = _first_audio(tiny_corpus, 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, message in [
+        (
+            "cuda",
+            "cuda: CUDA is not available on this machine (torch.cuda.is_available() is False)",
+        ),
+        ("gpu7", "gpu7: not a device name"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["transcribe", "--checkpoint", str(checkpoint), "--device", device, *audio])
+        assert exit_info.value.code == 2
+        line = _one_error_line(capsys, "transcribe")
+        assert line.startswith(f"rnnt transcribe: error: argument --device: {message}"), line
+        assert "checkpoint" not in line  # the file is fine: the message must not blame it
+
+
+# --- one data location ----------------------------------------------------------------------
+def test_origin_constants_point_where_make_demo_writes_its_corpus():
+    makefile = (REPO / "Makefile").read_text()
+    demo_dir = re.search(r"^DEMO_DIR \?= (\S+)$", makefile, re.MULTILINE)[1]
+    assert re.search(r"rnnt demo --out \$\(DEMO_DIR\)", makefile)
+    # `rnnt demo --out DIR` puts its corpus in DIR/data (rnnt.demo.run_demo).
+    data = demo_config(Path(demo_dir) / "data")["data"]
+    assert Path(C.DEMO_DATA_DIR) == Path(demo_dir) / "data"
+    assert Path(C.TRAIN_MANIFEST) == Path(data["train_manifest"])
+    assert Path(C.VAL_MANIFEST) == Path(data["val_manifest"])
+    assert Path(C.TEST_MANIFEST) == Path(data["test_manifest"])
+    assert Path(C.BG_NOISE_PATH) == Path(data["noise_path"])
+    assert Path(C.TOKENIZER_MODEL_PATH) == Path(data["tokenizer_path"])
+
+
+def test_run_py_without_data_is_one_line_naming_the_missing_tokenizer(tmp_path):
+    # A fresh clone before `make demo`: the origin's entry must say what is missing.
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "--trainer.accelerator", "cpu"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT_S,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    # Lightning logs the seed it set as an info line before the model is built.
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("Seed set to")]
+    assert lines == [
+        f"rnnt fit: error: tokenizer model not found: {C.TOKENIZER_MODEL_PATH}; train one with "
+        "`rnnt tokenizer` (rnnt.data.tokenizer.train_tokenizer) or fix the path "
+        "(e.g. --data.tokenizer_path)"
+    ], result.stderr

@@ -1,15 +1,21 @@
-"""Tests for rnnt/data/sampling.py: duration bounds, epochs, fixed batch sizes, DDP shares."""
+"""Tests for rnnt/data/sampling.py: duration and lattice bounds, epochs, batch counts, DDP."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
+import numpy as np
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as torch_mp
 
 from rnnt.constants import SAMPLE_RATE
+from rnnt.data.augment import RandomSpeed
+from rnnt.data.cuts import CutSource
+from rnnt.data.records import AudioRecord, encoder_frames
+from rnnt.data.sampling import BucketingSampler, lattice_cells, split_by_lattice
 from tests.test_cuts import make_corpus
 from tests.test_dataset import all_batches, datamodule
 
@@ -84,3 +90,97 @@ def test_real_gloo_ranks_are_read_from_torch_distributed(corpus, tmp_path):
     originals = [{i for i in r["ids"] if "_dup" not in i} for r in results]
     assert not originals[0] & originals[1]
     assert len(originals[0] | originals[1]) == 24
+
+
+# --- the lattice bound -------------------------------------------------------------------------
+
+
+def _synthetic_records(seed: int, count: int, max_cells: int) -> list[AudioRecord]:
+    """Durations of 0.2-20 s with token counts from speech-like to the most setup lets through
+    (125 a second), each small enough to fit ``max_cells`` alone at speed 0.9; no audio."""
+    rng = np.random.default_rng(seed)
+    records = []
+    while len(records) < count:
+        duration = float(rng.uniform(0.2, 20.0))
+        rate = rng.uniform(2, 20) if rng.random() < 0.8 else rng.uniform(20, 125)
+        tokens = int(duration * rate)
+        if encoder_frames(duration / 0.9) * (tokens + 1) > max_cells:
+            continue
+        records.append(
+            AudioRecord(
+                id=f"m.jsonl:{len(records) + 1}",
+                path="/nowhere.wav",
+                sample_rate=SAMPLE_RATE,
+                num_frames=round(duration * SAMPLE_RATE),
+                num_channels=1,
+                offset=0.0,
+                duration=duration,
+                text="x",
+                num_tokens=tokens,
+            )
+        )
+    return records
+
+
+def _sampler(records, world_size=1, rank=0, max_cells=None, max_duration=60.0, epoch=0):
+    source = CutSource(records, shuffle=True, speed=RandomSpeed([0.9, 1.0, 1.1], 3), seed=3)
+    sampler = BucketingSampler(
+        source,
+        max_duration=max_duration,
+        max_cuts=16,
+        num_buckets=5,
+        max_lattice_cells=max_cells,
+        shuffle=True,
+        drop_last=False,
+        seed=3,
+        world_size=world_size,
+        rank=rank,
+    )
+    sampler.set_epoch(epoch)
+    return sampler
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(4))
+def test_no_batch_holds_more_lattice_cells_than_the_bound(seed, world_size):
+    max_cells = 40_000
+    records = _synthetic_records(seed, 150, max_cells)
+    shares = []
+    for rank in range(world_size):
+        batches = [list(batch) for batch in _sampler(records, world_size, rank, max_cells)]
+        for batch in batches:
+            assert lattice_cells(batch) <= max_cells
+            assert len(batch) * max(cut.duration for cut in batch) <= 60.0 + 1e-6
+        shares.append(batches)
+    assert len({len(batches) for batches in shares}) == 1  # DDP: every rank the same steps
+    ids = [cut.id for batches in shares for batch in batches for cut in batch]
+    originals = [i for i in ids if "_dup" not in i]
+    assert sorted(originals) == sorted(record.id for record in records)  # each once
+
+
+def test_without_the_bound_the_same_data_gives_oversized_lattices():
+    # The property above is not vacuous: duration bucketing alone lets the lattice grow.
+    records = _synthetic_records(0, 150, 40_000)
+    assert max(lattice_cells(list(batch)) for batch in _sampler(records)) > 40_000
+
+
+def test_a_batch_whose_last_cut_has_many_tokens_is_split_within_the_bound():
+    records = _synthetic_records(1, 6, 10**9)
+    cuts = [
+        dataclasses.replace(record, duration=2.0, num_tokens=tokens).to_cut()
+        for record, tokens in zip(records, [10, 12, 11, 9, 10, 240], strict=False)
+    ]
+    assert lattice_cells(cuts) == 6 * 50 * 241
+    pieces = split_by_lattice(cuts, 5 * 50 * 13)
+    assert [len(piece) for piece in pieces] == [5, 1]
+    assert all(lattice_cells(piece) <= 5 * 50 * 13 for piece in pieces[:1])
+    assert split_by_lattice(cuts, None) == [cuts]
+
+
+def test_batch_count_is_exact_and_the_estimate_is_close():
+    records = _synthetic_records(2, 400, 10**9)
+    for world_size, epoch in ((1, 0), (1, 1), (2, 0)):
+        sampler = _sampler(records, world_size=world_size, epoch=epoch)
+        counted = sampler.count_batches()
+        assert counted == sum(1 for _ in sampler)
+        assert sampler.estimate_num_batches() == pytest.approx(counted, rel=0.1)

@@ -148,3 +148,83 @@ def test_bad_model_type_and_missing_model(corpus, tmp_path):
         train_tokenizer([corpus], tmp_path / "t.model", 30, "word2vec")
     with pytest.raises(FileNotFoundError, match="rnnt tokenizer"):
         Tokenizer.load(tmp_path / "missing.model")
+
+
+def _with_bad_lines(corpus, path):
+    # The corpus plus a line that is not JSON and one with an empty transcript.
+    lines = corpus.read_text().splitlines()
+    lines[3:3] = [
+        '{"audio_filepath": "x.wav", "duration": ',
+        '{"audio_filepath": "y.wav", "duration": 1.0, "text": ""}',
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_bad_lines_are_skipped_and_counted_by_default_as_in_training(corpus, tmp_path, caplog):
+    from rnnt.data.manifest import ManifestError
+
+    manifest = _with_bad_lines(corpus, tmp_path / "mixed.jsonl")
+    with caplog.at_level("WARNING"):
+        path = train_tokenizer([manifest], tmp_path / "t.model", 30)
+    # The same model as from the good lines alone, and one warning with the counts.
+    assert path.read_bytes() == train_tokenizer([corpus], tmp_path / "clean.model", 30).read_bytes()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(manifest) in warnings[0] and "2" in warnings[0]
+    with pytest.raises(ManifestError, match=rf"{manifest}:4:"):
+        train_tokenizer([manifest], tmp_path / "strict.model", 30, skip_invalid=False)
+    assert not (tmp_path / "strict.model").exists()
+
+
+def test_rnnt_tokenizer_skips_bad_lines_unless_told_not_to(corpus, tmp_path, capsys):
+    from rnnt.cli import main
+
+    manifest = _with_bad_lines(corpus, tmp_path / "mixed.jsonl")
+    main(
+        [
+            "tokenizer",
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(tmp_path / "t.model"),
+            "--vocab-size",
+            "30",
+        ]
+    )
+    assert capsys.readouterr().out == f"tokenizer: {tmp_path / 't.model'}\n"
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "tokenizer",
+                "--manifest",
+                str(manifest),
+                "--out",
+                str(tmp_path / "s.model"),
+                "--vocab-size",
+                "30",
+                "--no-skip-invalid",
+            ]
+        )
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"rnnt tokenizer: error: {manifest}:4:")
+
+
+def test_rnnt_tokenizer_never_replaces_a_model_unless_asked(corpus, tmp_path, capsys):
+    from rnnt.cli import main
+
+    out = tmp_path / "tokenizer.model"
+    out.write_bytes(b"the model a run was trained with")
+    argv = ["tokenizer", "--manifest", str(corpus), "--out", str(out), "--vocab-size", "30"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"--out: {out}" in error and "--overwrite" in error
+    assert out.read_bytes() == b"the model a run was trained with"
+    main([*argv, "--overwrite"])
+    assert Tokenizer.load(out).vocab_size == 30
+
+
+def test_loading_a_folder_as_the_tokenizer_says_so(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a folder, not a tokenizer model"):
+        Tokenizer.load(tmp_path)

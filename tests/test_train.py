@@ -300,3 +300,81 @@ def test_loading_a_checkpoint_adopts_the_fields_that_give_its_weights_their_mean
     module.load_state_dict(checkpoint["state_dict"])
     assert module.model.config.joiner_activation == "relu"
     assert module.model.joiner.activation == "relu"
+
+
+class _StartProbe(pl.Callback):
+    """What the run holds when training starts: step, optimizer state and weights."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.global_step = trainer.global_step
+        self.optimizer_state = trainer.optimizers[0].state_dict()["state"]
+        self.weights = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+
+
+def test_init_from_starts_a_new_run_from_the_checkpoints_weights_at_step_0(
+    trained_checkpoint, tiny_corpus, tmp_path
+):
+    trained = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)
+    assert trained["global_step"] > 1
+    config = tiny_fit_config(tiny_corpus, tmp_path, max_steps=1, limit_val_batches=0)
+    config["model"]["init_from"] = str(trained_checkpoint)
+    cli = make_cli(config, run=False, root_dir=str(tmp_path))
+    probe = _StartProbe()
+    cli.trainer.callbacks.append(probe)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    # Fine-tuning, not resuming: step 0, no optimizer moments, the checkpoint's weights.
+    assert probe.global_step == 0 and probe.optimizer_state == {}
+    assert probe.weights.keys() == {k.removeprefix("model.") for k in trained["state_dict"]}
+    for key, value in probe.weights.items():
+        assert torch.equal(value, trained["state_dict"][f"model.{key}"]), key
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 1 and last["lr_schedulers"][0]["last_epoch"] == 1
+
+
+def test_init_from_another_vocabulary_takes_every_weight_but_the_vocabulary_layers(
+    trained_checkpoint, tiny_corpus, tmp_path, caplog
+):
+    from rnnt.data.tokenizer import train_tokenizer
+    from rnnt.train import TransducerModule
+    from tests.tiny import TINY_MODEL, TINY_VOCAB_SIZE
+
+    other = train_tokenizer([tiny_corpus / "train.jsonl"], tmp_path / "other.model", 40)
+    with caplog.at_level("WARNING", logger="rnnt.warm_start"):
+        module = TransducerModule(
+            str(other), model_overrides=TINY_MODEL, init_from=str(trained_checkpoint)
+        )
+    assert f"trained with another tokenizer ({TINY_VOCAB_SIZE} pieces" in caplog.text
+    trained = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    weights = module.model.state_dict()
+    fresh = {k for k, v in weights.items() if v.shape != trained[f"model.{k}"].shape}
+    assert any(key.startswith("joiner.") for key in fresh)  # the output layer: 41 classes now
+    assert any(key.startswith("encoder.") for key in weights) and not any(
+        key.startswith("encoder.") for key in fresh
+    )
+    for key in weights.keys() - fresh:
+        assert torch.equal(weights[key], trained[f"model.{key}"]), key
+
+
+def test_init_from_another_model_size_or_a_missing_file_is_a_one_line_error(
+    trained_checkpoint, tiny_corpus, tmp_path, capsys
+):
+    from rnnt.checkpoint import CheckpointError
+    from rnnt.cli import main
+    from rnnt.train import TransducerModule
+    from tests.tiny import TINY_MODEL
+
+    with pytest.raises(CheckpointError, match=r"another model .*d_model=32 \(configured: 16\)"):
+        TransducerModule(
+            str(tiny_corpus / "tokenizer.model"),
+            model_overrides={**TINY_MODEL, "d_model": 16},
+            init_from=str(trained_checkpoint),
+        )
+    config = tmp_path / "fit.yaml"
+    config.write_text(yaml.safe_dump(tiny_fit_config(tiny_corpus, tmp_path)))
+    missing = tmp_path / "nope.ckpt"
+    with pytest.raises(SystemExit) as refused:
+        main(["fit", "--config", str(config), "--model.init_from", str(missing)])
+    assert refused.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("rnnt fit: error: ") and error.count("\n") == 1
+    assert str(missing) in error and "init_from" in error

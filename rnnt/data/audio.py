@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 import soundfile
@@ -125,14 +126,50 @@ def load_audio_file(
 
 
 def describe_error(error: BaseException) -> str:
-    """The cause of an audio-loading error in one line (lhotse appends details and the cut)."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    """The cause of an audio-loading error in one line (lhotse appends details and the cut).
+
+    lhotse's own wording is kept where it says what is wrong with the file; where it blames
+    itself ("please report this issue in Lhotse") for a file that decodes to fewer or more
+    samples than its header declares, the file is named as the cause: truncated or corrupt.
+    """
+    text = str(error).strip()
+    mismatch = _SAMPLE_MISMATCH.search(text)
+    if mismatch:
+        missing, decoded = int(mismatch["diff"]), int(mismatch["decoded"])
+        rate = int(mismatch["rate"]) if mismatch["rate"] else None
+        declared = decoded + missing
+        seconds = f" ({abs(missing) / rate:.3g} s)" if rate else ""
+        if missing > 0:
+            return (
+                f"the file decodes to {decoded} samples where its header declares {declared}: "
+                f"{missing} missing{seconds}; it is truncated or corrupt (re-encode or drop it)"
+            )
+        return (
+            f"the file decodes to {decoded} samples where its header declares {declared}: "
+            f"{-missing} more{seconds}; its header is wrong (re-encode the file)"
+        )
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return type(error).__name__
     text = lines[0]
     if text.endswith("Details:") and len(lines) > 1:  # lhotse: the backend's own message next
         text = f"{text} {lines[1].rsplit('>: ', 1)[-1]}"
+    text = _LHOTSE_BLAME.split(text, maxsplit=1)[0].rstrip(" .;,:")  # never our user's to report
     return text[:300]
+
+
+# lhotse's AudioLoadingError when decoded and declared lengths differ beyond its tolerance:
+# "... diverged from ... Please report this issue in Lhotse and show the following: diff=N,
+# audio.shape=(C, S), recording=Recording(..., sampling_rate=R, ...)".
+_SAMPLE_MISMATCH = re.compile(
+    r"declared samples in the recording diverged.*?diff=(?P<diff>-?\d+), "
+    r"audio\.shape=\(\d+, (?P<decoded>\d+)\)(?:.*?sampling_rate=(?P<rate>\d+))?",
+    re.DOTALL,
+)
+_LHOTSE_BLAME = re.compile(
+    r"\s*(?:This could be internal Lhotse's error|Please report this issue|please report)",
+    re.IGNORECASE,
+)
 
 
 def _header_error(path: str, error: BaseException) -> str:

@@ -7,14 +7,18 @@
   lhotse cut is resampled to 16 kHz and averaged to mono while loading: ``rnnt.data.audio``;
 * training cuts are shuffled per epoch and speed-perturbed *before* the sampler, so the
   sampler's ``max_duration`` counts perturbed durations (``CutSource``, ``rnnt.data.cuts``);
-* ``BucketingSampler`` (lhotse's ``DynamicBucketingSampler`` with a strict bound) groups cuts
+* every transcript is tokenized at setup: one with more tokens than its audio's encoder
+  frames can emit is skipped (``text_too_long_for_audio``), and its count rides with the cut;
+* ``BucketingSampler`` (lhotse's ``DynamicBucketingSampler`` with strict bounds) groups cuts
   of similar duration (little padding) into batches of at most ``max_batch_duration`` seconds
-  *including padding* (batch size x longest cut) and at most ``batch_size`` cuts; under DDP
-  every rank gets a disjoint share and the same number of batches: ``rnnt.data.sampling``;
+  *including padding* (batch size x longest cut), at most ``batch_size`` cuts and at most
+  ``MAX_BATCH_LATTICE_CELLS`` padded lattice cells B x T' x (U+1) (the loss's memory); under
+  DDP every rank gets a disjoint share and the same number of batches: ``rnnt.data.sampling``;
 * ``TransducerDataset`` runs in the workers: loads audio, adds background noise (training),
   tokenizes, pads; its batch dicts are described in ``rnnt.data.dataset``. Unreadable audio is
   skipped with a warning and a running count;
-* the loaders skip batches that failed entirely and resume mid-epoch: ``rnnt.data.loader``.
+* the loaders skip batches that failed entirely and resume mid-epoch; val/test loaders have
+  an exact ``len()``, every loader an ``estimated_length`` (progress bars): ``rnnt.data.loader``.
 
 Under DDP, build the Trainer with ``use_distributed_sampler=False``: the lhotse sampler
 already splits the data by rank, and Lightning would otherwise wrap it a second time.
@@ -27,11 +31,14 @@ from collections import Counter
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from rnnt.arguments import DATA_RULES, check_arguments
 from rnnt.constants import (
     BATCH_SIZE,
     BG_NOISE_PATH,
     MAX_BATCH_DURATION,
+    MAX_BATCH_LATTICE_CELLS,
     MAX_DECODE_DURATION,
     MAX_UTTERANCE_DURATION,
     MIN_UTTERANCE_DURATION,
@@ -129,6 +136,7 @@ class TransducerDataModule(pl.LightningDataModule):
         world_size: int | None = None,
         rank: int | None = None,
     ) -> None:
+        check_arguments("data", DATA_RULES, locals())  # one line naming a wrong --data.* value
         super().__init__()
         if max_batch_duration is None and batch_size is None:
             raise ValueError("set max_batch_duration (seconds per batch) or batch_size, or both")
@@ -180,9 +188,11 @@ class TransducerDataModule(pl.LightningDataModule):
 
         ``fit``: train and val; ``validate``: val; ``test``: test; None: all three. Duration
         filtering (``min_duration``/``max_duration``) applies to training only: val and test
-        are scored on every utterance up to ``max_eval_duration``. What each split skipped is
-        kept in ``setup_stats``; transcripts with characters the tokenizer never saw are
-        logged (they train on the unknown piece).
+        are scored on every utterance up to ``max_eval_duration``. Every split's transcripts
+        are tokenized and checked against their audio (``text_too_long_for_audio``,
+        ``lattice_too_large``: ``rnnt.data.records``). What each split skipped is kept in
+        ``setup_stats``; transcripts with characters the tokenizer never saw are logged (they
+        train on the unknown piece). Only rank 0 logs the progress of a long scan.
         """
         splits = {
             "fit": ("train", "val"),
@@ -201,6 +211,9 @@ class TransducerDataModule(pl.LightningDataModule):
                 min_duration=self.min_duration if is_train else None,
                 max_duration=self.max_duration if is_train else self.max_eval_duration,
                 skip_invalid=self.skip_invalid,
+                count_tokens=self._count_tokens,
+                speed_factors=self.speed_perturb if is_train else (),
+                progress=self._is_rank_zero(),
             )
             self.setup_stats[split] = stats
             if not records:
@@ -219,6 +232,16 @@ class TransducerDataModule(pl.LightningDataModule):
             self._records[split] = records
         if "train" in splits and self._noise is None and self._uses_noise():
             self._noise = NoiseSource(self.noise_path, SAMPLE_RATE)
+
+    def _count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text))
+
+    def _is_rank_zero(self) -> bool:
+        if self.rank is not None:
+            return self.rank == 0
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank() == 0
+        return rank_zero_only.rank == 0
 
     def _uses_noise(self) -> bool:
         return self.noise_path is not None and self.noise_probability > 0
@@ -246,6 +269,7 @@ class TransducerDataModule(pl.LightningDataModule):
             num_buckets=self.num_buckets,
             shuffle=is_train,
             drop_last=False,
+            max_lattice_cells=MAX_BATCH_LATTICE_CELLS,
             buffer_size=SAMPLER_BUFFER_SIZE,
             seed=self.seed,
             world_size=self.world_size,
@@ -267,7 +291,7 @@ class TransducerDataModule(pl.LightningDataModule):
             self._resume_at = None
             sampler.set_epoch(epoch)
             sampler = ResumedSampler(sampler, batches_done)
-        return SkippingDataLoader(
+        loader = SkippingDataLoader(
             dataset,
             sampler=sampler,
             batch_size=None,
@@ -276,6 +300,8 @@ class TransducerDataModule(pl.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             worker_init_fn=ignore_stop_signals,
         )
+        loader.exact_length = split != "train"  # val/test: the same batches every epoch
+        return loader
 
     def state_dict(self) -> dict[str, int]:
         """Where training stands in the current epoch, saved in every checkpoint.

@@ -39,6 +39,7 @@ from rnnt.data.manifest_stats import (
     SKIP_TOO_LONG,
     SKIP_TOO_SHORT,
     ManifestStats,
+    ScanProgress,
     log_stats,
 )
 
@@ -105,6 +106,7 @@ def read_manifest_with_stats(
     skip_invalid: bool = False,
     check_audio: bool = True,
     log_skips: bool = True,
+    progress: bool = False,
 ) -> tuple[list[Utterance], ManifestStats]:
     """Read and validate a JSON-lines manifest, returning the utterances and what was skipped.
 
@@ -117,6 +119,8 @@ def read_manifest_with_stats(
         check_audio: check that every kept utterance's audio file exists.
         log_skips: log the skips (callers that add their own, like ``rnnt.data.records``, log
             the total once themselves).
+        progress: log how far the scan got every ``MANIFEST_PROGRESS_SECONDS`` while it runs
+            (``ScanProgress``; nothing for a manifest read sooner).
 
     Returns:
         ``(utterances, stats)`` in manifest order. Skips are logged once, as a warning when
@@ -138,8 +142,10 @@ def read_manifest_with_stats(
     stats = ManifestStats(path=display)
     utterances: list[Utterance] = []
     lines = 0
+    scan = ScanProgress(display, "manifest lines read:", logger, total=None, enabled=progress)
     for line_number, raw in _numbered_lines(manifest):
         lines += 1
+        scan.update(line_number)
         try:
             if raw is None:
                 raise InvalidLine(

@@ -33,7 +33,9 @@ class Utterance:
 
     ``audio_filepath`` is absolute; ``duration`` and ``offset`` are seconds; ``line`` is the
     1-based line number in the manifest it came from (0 when made in code); ``extra`` holds
-    every field besides the four known ones.
+    every field besides the four known ones. ``offset_given`` tells an ``"offset": 0.0``
+    written in the line (a chosen segment) from no ``offset`` field at all (the whole file,
+    as NeMo reads it).
     """
 
     audio_filepath: str
@@ -42,15 +44,16 @@ class Utterance:
     offset: float = 0.0
     line: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    offset_given: bool = False
 
     def to_record(self) -> dict[str, Any]:
-        """The manifest line as a dict (offset only when non-zero, extra fields after)."""
+        """The manifest line as a dict (offset when given or non-zero, extra fields after)."""
         record: dict[str, Any] = {
             "audio_filepath": self.audio_filepath,
             "duration": self.duration,
             "text": self.text,
         }
-        if self.offset:
+        if self.offset or self.offset_given:
             record["offset"] = self.offset
         record.update(self.extra)
         return record
@@ -137,6 +140,7 @@ def parse_line(raw: bytes, line_number: int, base_dir: str) -> Utterance:
         offset=offset,
         line=line_number,
         extra=extra,
+        offset_given="offset" in record,
     )
 
 

@@ -82,6 +82,11 @@ class Tokenizer:
     def load(cls, path: str | os.PathLike) -> Tokenizer:
         """Load a ``tokenizer.model`` file written by ``train_tokenizer``."""
         model_path = Path(path)
+        if model_path.is_dir():
+            raise IsADirectoryError(
+                f"{model_path} is a folder, not a tokenizer model; give its tokenizer.model file "
+                "(e.g. --data.tokenizer_path)"
+            )
         if not model_path.is_file():
             raise FileNotFoundError(
                 f"tokenizer model not found: {model_path}; train one with `rnnt tokenizer` "
@@ -168,6 +173,8 @@ def train_tokenizer(
     output_path: str | os.PathLike,
     vocab_size: int = VOCAB_SIZE,
     model_type: str = TOKENIZER_TYPE,
+    *,
+    skip_invalid: bool = True,
 ) -> Path:
     """Train a SentencePiece model on the normalised transcripts of one or more manifests.
 
@@ -181,12 +188,17 @@ def train_tokenizer(
             of the pieces is written beside it.
         vocab_size: number of pieces, blank not counted.
         model_type: ``"unigram"`` or ``"bpe"``.
+        skip_invalid: skip bad manifest lines and empty transcripts, counted by reason in one
+            warning per manifest (as training does); ``False``: stop at the first with a
+            ``ManifestError`` naming file:line. Audio files are not read.
 
     Returns:
         ``output_path`` as a Path.
 
     Raises:
         ValueError: unknown model type, no text, or a vocabulary too large for the text.
+        ManifestError: a manifest is missing or not JSON lines, or (``skip_invalid=False``)
+            a line is bad.
     """
     if model_type not in TOKENIZER_TYPES:
         raise ValueError(f"model_type must be one of {TOKENIZER_TYPES}, got {model_type!r}")
@@ -195,7 +207,7 @@ def train_tokenizer(
     names = ", ".join(str(manifest) for manifest in manifests)
     sentences = []
     for manifest in manifests:
-        for utterance in read_manifest(manifest, check_audio=False):
+        for utterance in read_manifest(manifest, check_audio=False, skip_invalid=skip_invalid):
             normalized = normalize_text(utterance.text)
             if normalized:
                 sentences.append(normalized)

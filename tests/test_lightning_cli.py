@@ -1,0 +1,110 @@
+"""`rnnt fit|validate|test` as a user runs them: evaluation never rewrites the run's config and
+never scores random weights without being asked; log lines are printed once."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rnnt.cli import main
+from rnnt.lightning_cli import RankFilter, log_to_stderr
+from tests.tiny import tiny_fit_config
+
+# What `main` prints is read from capsys; Lightning's own handlers write aside (conftest).
+pytestmark = pytest.mark.usefixtures("log_lines_aside")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_corpus, tmp_path_factory) -> Path:
+    """A config file whose run folder holds a short `rnnt fit` (config.yaml, last.ckpt)."""
+    root = tmp_path_factory.mktemp("run")
+    config = tiny_fit_config(tiny_corpus, root, max_steps=2, limit_val_batches=1)
+    config["data"].update(noise_path=None, max_batch_duration=4.0)
+    config["model"]["max_symbols_per_frame"] = 1
+    path = root / "fit.yaml"
+    path.write_text(yaml.safe_dump(config))
+    main(["fit", "--config", str(path)])
+    return path
+
+
+def _error_line(capsys) -> str:
+    stderr = capsys.readouterr().err
+    lines = [line for line in stderr.splitlines() if ": error: " in line]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["validate", "test"])
+def test_evaluation_leaves_the_runs_config_yaml_byte_identical(command, trained_run):
+    run = trained_run.parent / "run"
+    before = (run / "config.yaml").read_bytes()
+    # Other values than the training's, as when evaluating with another config file.
+    main([command, "--config", str(trained_run), "--ckpt_path", "last", "--seed_everything", "7"])
+    assert (run / "config.yaml").read_bytes() == before
+    evaluated = yaml.safe_load((run / f"config-{command}.yaml").read_text())
+    assert evaluated["ckpt_path"] == "last" and evaluated["seed_everything"] == 7
+
+
+@pytest.mark.parametrize("command", ["validate", "test"])
+def test_evaluation_without_weights_is_refused_unless_asked(command, trained_run, capsys):
+    with pytest.raises(SystemExit) as refused:
+        main([command, "--config", str(trained_run)])
+    assert refused.value.code == 2
+    error = _error_line(capsys)
+    assert error.startswith(f"rnnt {command}: error: no weights to {command}: give --ckpt_path")
+    assert "--allow_untrained true" in error
+
+
+def test_an_untrained_baseline_is_scored_when_asked_for(trained_run):
+    main(["validate", "--config", str(trained_run), "--allow_untrained", "true"])
+
+
+def test_evaluation_of_a_run_with_no_checkpoint_is_refused(trained_run, tmp_path, capsys):
+    args = ["--config", str(trained_run), "--trainer.logger.init_args.name", "never-trained"]
+    with pytest.raises(SystemExit) as refused:
+        main(["validate", *args, "--ckpt_path", "last"])
+    assert refused.value.code == 2
+    assert "--ckpt_path last: no last.ckpt in " in _error_line(capsys)
+    with pytest.raises(SystemExit):
+        main(["test", *args, "--ckpt_path", "best"])
+    assert "--ckpt_path best: only a `fit` knows its best checkpoint" in _error_line(capsys)
+
+
+def _log_lines(rank: int, monkeypatch) -> list[str]:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    monkeypatch.setattr(rank_zero_only, "rank", rank, raising=False)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RankFilter())
+    for name in ("rnnt.data.records", "rnnt.data.dataset"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "handlers", [handler])
+        monkeypatch.setattr(logger, "propagate", False)
+    logging.getLogger("rnnt.data.records").warning("train.jsonl: kept 28 utterances")
+    logging.getLogger("rnnt.data.dataset").warning("a.flac: failed to load")
+    return stream.getvalue().splitlines()
+
+
+def test_under_ddp_a_line_every_rank_would_print_alike_is_printed_once(monkeypatch):
+    # Every rank reads the same manifests: their summary is rank 0's to print. A line about
+    # one rank's own batch is printed wherever it happens, marked with the rank.
+    assert _log_lines(0, monkeypatch) == [
+        "train.jsonl: kept 28 utterances",
+        "a.flac: failed to load",
+    ]
+    assert _log_lines(1, monkeypatch) == ["[rank 1] a.flac: failed to load"]
+
+
+def test_log_to_stderr_adds_one_handler_once(monkeypatch):
+    logger = logging.getLogger("rnnt")
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    log_to_stderr()
+    log_to_stderr()
+    assert len(logger.handlers) == 1
+    assert [type(f) for f in logger.handlers[0].filters] == [RankFilter]
