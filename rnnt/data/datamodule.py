@@ -138,12 +138,6 @@ class TransducerDataModule(pl.LightningDataModule):
     ) -> None:
         check_arguments("data", DATA_RULES, locals())  # one line naming a wrong --data.* value
         super().__init__()
-        if max_batch_duration is None and batch_size is None:
-            raise ValueError("set max_batch_duration (seconds per batch) or batch_size, or both")
-        if max_batch_duration is not None and max_batch_duration <= 0:
-            raise ValueError(f"max_batch_duration must be > 0 seconds, got {max_batch_duration}")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.save_hyperparameters()
         self.train_manifest = train_manifest
         self.val_manifest = val_manifest
@@ -234,7 +228,7 @@ class TransducerDataModule(pl.LightningDataModule):
             self._noise = NoiseSource(self.noise_path, SAMPLE_RATE)
 
     def _count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text))
+        return len(self.tokenizer.encode_normalized(text))  # records hold normalised text
 
     def _is_rank_zero(self) -> bool:
         if self.rank is not None:

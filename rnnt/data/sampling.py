@@ -199,6 +199,7 @@ class BucketingSampler(DynamicBucketingSampler):
         )
         self.max_lattice_cells = max_lattice_cells
         self._batches: Iterator[CutSet] = iter(())
+        self._estimate: int | None = None
         super().__init__(CutSet(source), constraint=constraint, duration_bins=bins, **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
@@ -243,12 +244,18 @@ class BucketingSampler(DynamicBucketingSampler):
         return sum(1 for _ in self)  # the next iter() starts the epoch afresh
 
     def estimate_num_batches(self) -> int:
-        """Estimated batches this rank gets per epoch, from the bucket edges alone (fast).
+        """Estimated batches this rank gets per epoch, from the bucket edges alone.
 
         Each duration bucket is packed with the batch size its upper edge allows (within
         ``max_duration`` and ``max_cuts``); speed perturbation (which averages out) and the
-        rare splits for the lattice bound are ignored. Typically within a few percent.
+        rare splits for the lattice bound are ignored. Typically within a few percent. The
+        same for every epoch, so computed once: a progress bar asks at every batch.
         """
+        if self._estimate is None:
+            self._estimate = self._estimate_num_batches()
+        return self._estimate
+
+    def _estimate_num_batches(self) -> int:
         constraint = self.constraint
         edges = np.asarray(constraint.bucket_edges, dtype=np.float64)
         durations = np.fromiter((r.duration for r in self.source.records), dtype=np.float64)

@@ -151,7 +151,11 @@ class Tokenizer:
         Characters never seen in training become the unknown piece (model id 1); every id is
         in ``[1, num_classes)`` whatever the text.
         """
-        return [piece_id + 1 for piece_id in self._processor.EncodeAsIds(normalize_text(text))]
+        return self.encode_normalized(normalize_text(text))
+
+    def encode_normalized(self, text: str) -> list[int]:
+        """:meth:`encode` of text that ``normalize_text`` has already made (not done again)."""
+        return [piece_id + 1 for piece_id in self._processor.EncodeAsIds(text)]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of model ids (U,); blanks are ignored."""
