@@ -1,5 +1,7 @@
 """Batched greedy and beam search: equal to one-utterance references, batch-invariant, capped;
-beam search's scores are the exact RNN-T log-probabilities of the alignments it merged."""
+label-looping greedy equals the frame loop it replaced token for token, with a bounded number
+of host reads; beam search's scores are the exact RNN-T log-probabilities of the alignments it
+merged."""
 
 from __future__ import annotations
 
@@ -9,9 +11,13 @@ from itertools import product
 import pytest
 import torch
 
+from rnnt.constants import MAX_SYMBOLS_PER_FRAME
 from rnnt.decoding import beam_search, beam_search_nbest, greedy_search, transcribe_ids
+from rnnt.greedy import LOOKAHEAD_FRAMES, greedy_host_reads_bound
 from rnnt.loss import rnnt_loss
 from rnnt.models.transducer import Transducer, TransducerConfig, config_from_preset
+from rnnt.op_counts import count_ops
+from tests.frame_loop_greedy import frame_loop_greedy_search
 
 NUM_CLASSES = 9
 
@@ -112,6 +118,122 @@ def test_greedy_restores_training_mode_and_needs_positive_cap():
     assert model.decoder.training and model.joiner.training
     with pytest.raises(ValueError, match="max_symbols_per_frame=0"):
         greedy_search(model, encoder_out, lengths, 0)
+
+
+# --- label looping against the frame loop ---------------------------------------------------------
+
+# Blank logit biases of the random model and what they make greedy search do (tokens per frame
+# at max_symbols 5, asserted below): nearly always a token, so max_symbols_per_frame ends most
+# frames; a mix; mostly blank, with runs of blank longer than LOOKAHEAD_FRAMES.
+EMISSION_BIASES = {"many": (-1.0, 3.0, 5.0), "mixed": (0.7, 0.5, 3.0), "few": (1.6, 0.02, 0.5)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("emission", sorted(EMISSION_BIASES))
+def test_label_looping_equals_frame_loop_on_random_models(seed, emission):
+    bias, low, high = EMISSION_BIASES[emission]
+    model = _model()
+    with torch.no_grad():
+        model.joiner.output.bias[0] = bias
+    frames = 37  # not a multiple of LOOKAHEAD_FRAMES
+    lengths = [frames, 0, 1, LOOKAHEAD_FRAMES - 1, LOOKAHEAD_FRAMES + 1, frames - 1]
+    encoder_out, encoder_lengths = _encoder_out(lengths, seed=10 + seed)
+    for max_symbols in range(1, 6):
+        expected = frame_loop_greedy_search(model, encoder_out, encoder_lengths, max_symbols)
+        assert greedy_search(model, encoder_out, encoder_lengths, max_symbols) == expected
+    rate = sum(map(len, expected)) / sum(lengths)
+    assert low <= rate <= high, rate  # the regime the bias is meant to give
+    short_out, short_lengths = _encoder_out([3, 2], seed=seed)  # fewer frames than the lookahead
+    assert greedy_search(model, short_out, short_lengths, 2) == frame_loop_greedy_search(
+        model, short_out, short_lengths, 2
+    )
+
+
+def _synthetic_alignment_batch(generator: torch.Generator, count: int, prototypes: torch.Tensor):
+    """Encoder frames ``(count, T', D)`` spelling token sequences: each token is 1-2 frames of
+    its prototype, after 0-12 frames of the blank prototype (runs longer than the lookahead);
+    frames carry noise. Returns frames, frame lengths, padded targets, their lengths, the ids."""
+    sequences, frame_ids = [], []
+    for _ in range(count):
+        length = int(torch.randint(1, 9, (), generator=generator))
+        tokens = torch.randint(1, NUM_CLASSES, (length,), generator=generator).tolist()
+        ids = []
+        for token in tokens:
+            ids += [0] * int(torch.randint(0, 13, (), generator=generator))
+            ids += [token] * int(torch.randint(1, 3, (), generator=generator))
+        ids += [0] * int(torch.randint(0, 6, (), generator=generator))
+        sequences.append(tokens)
+        frame_ids.append(ids)
+    encoder_out = torch.zeros(count, max(map(len, frame_ids)), prototypes.size(1))
+    targets = torch.ones(count, max(map(len, sequences)), dtype=torch.long)
+    for row, (ids, tokens) in enumerate(zip(frame_ids, sequences, strict=True)):
+        noise = 0.5 * torch.randn(len(ids), prototypes.size(1), generator=generator)
+        encoder_out[row, : len(ids)] = prototypes[ids] + noise
+        targets[row, : len(tokens)] = torch.tensor(tokens)
+    frame_lengths = torch.tensor([len(ids) for ids in frame_ids])
+    return encoder_out, frame_lengths, targets, torch.tensor(list(map(len, sequences))), sequences
+
+
+@pytest.fixture(scope="module")
+def trained_model():
+    """The test model's prediction network and joiner trained (100 Adam steps of 8, ~2 s)
+    to read token sequences off synthetic encoder frames: peaked outputs, long blank runs."""
+    model = _model(dropout=0.0, pred_num_layers=1).train()
+    prototypes = 2 * torch.randn(NUM_CLASSES, 32, generator=torch.Generator().manual_seed(99))
+    generator = torch.Generator().manual_seed(1)
+    joiner = model.joiner
+    parameters = [*model.decoder.parameters(), *joiner.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=2e-2)
+    for _ in range(100):
+        encoder_out, frame_lengths, targets, target_lengths, _ = _synthetic_alignment_batch(
+            generator, 8, prototypes
+        )
+        predictor_proj = joiner.predictor_proj(model.decoder(targets, target_lengths))
+        logits = joiner(joiner.encoder_proj(encoder_out)[:, :, None], predictor_proj[:, None])
+        loss = rnnt_loss(logits, targets, frame_lengths, target_lengths)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval(), prototypes
+
+
+def test_label_looping_equals_frame_loop_on_a_trained_model(trained_model):
+    model, prototypes = trained_model
+    generator = torch.Generator().manual_seed(2)
+    encoder_out, frame_lengths, _, _, sequences = _synthetic_alignment_batch(
+        generator, 12, prototypes
+    )
+    for max_symbols in (1, 2, MAX_SYMBOLS_PER_FRAME):
+        expected = frame_loop_greedy_search(model, encoder_out, frame_lengths, max_symbols)
+        assert greedy_search(model, encoder_out, frame_lengths, max_symbols) == expected
+    # Not vacuous: the model reads the sequences (a random one gets none right).
+    assert sum(ids == tokens for ids, tokens in zip(expected, sequences, strict=True)) >= 4
+
+
+def test_greedy_host_reads_are_bounded_whatever_the_frames():
+    model = _model()
+    assert greedy_host_reads_bound(MAX_SYMBOLS_PER_FRAME) == 34  # as greedy_search's docstring
+    # (bias, max_symbols): every try a token, so every frame ends at the cap (the most steps);
+    # mostly tokens; a mix; mostly blank; never a token.
+    cases = ((-1e4, 2), (-1.0, 5), (0.7, 5), (1.6, 5), (1e4, 5))
+    for (bias, max_symbols), frames in product(cases, (16, 128)):
+        with torch.no_grad():
+            model.joiner.output.bias[0] = bias
+        lengths = [frames, frames // 2, 1, frames - 5]
+        encoder_out, encoder_lengths = _encoder_out(lengths, seed=frames)
+        with count_ops() as counts:
+            hypotheses = greedy_search(model, encoder_out, encoder_lengths, max_symbols)
+        assert counts.host_reads <= greedy_host_reads_bound(max_symbols), counts.reads_by_kind
+        assert counts.host_reads <= 9  # the estimate keeps them few in practice
+        if bias == 1e4:  # one check after the first chunk of steps, one read of the ids
+            assert hypotheses == [[]] * 4 and counts.host_reads == 2
+        if bias == -1e4:
+            assert list(map(len, hypotheses)) == [max_symbols * n for n in lengths]
+    # The counter sees the reads: the frame loop reads once per frame and symbol.
+    encoder_out, encoder_lengths = _encoder_out([64, 30])
+    with count_ops() as counts:
+        frame_loop_greedy_search(model, encoder_out, encoder_lengths, MAX_SYMBOLS_PER_FRAME)
+    assert counts.host_reads > 64
 
 
 # --- beam search -----------------------------------------------------------------------------------
