@@ -36,6 +36,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/loss.py --json
 	$(BIN)/python benchmarks/data.py --json
 	$(BIN)/python benchmarks/decode.py --json
+	$(BIN)/python benchmarks/train_step.py --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -6,9 +6,17 @@ For one forward + backward of the joiner and the loss on a ragged batch, measure
 - ``plain``: the joiner's full (B, T, U+1, V) logits, then ``rnnt.loss.rnnt_loss``;
 - ``torchaudio``: the same logits, then ``torchaudio.functional.rnnt_loss`` (if importable).
 
+With ``--bf16`` the fused and plain paths run under bf16 autocast (the joiner's matrix
+products in bf16, as in ``bf16-mixed`` training); torchaudio, which takes no bf16 logits, gets
+the same bf16 logits cast to float32. ``ops`` counts the kernels (and views) the fused loss
+dispatches in one forward + backward at this configuration and at the issue's reference batch
+(B=64, T=300, U=80, V=1024, H=640), on the "meta" device (no arithmetic), with the CPU's and a
+GPU's default chunk budgets: on a GPU each kernel is one launch.
+
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above what the inputs hold; on CPU
-each method runs in a fresh subprocess and reports its peak resident set size (ru_maxrss)
-growth above the level reached once the inputs exist (after a tiny warm-up run that pages in
+each method runs in a fresh subprocess (glibc with one arena and a fixed 64 KiB mmap
+threshold, so that freed blocks leave the resident set) and reports its peak resident set size
+(ru_maxrss) growth above the level reached once the inputs exist (after a tiny warm-up run that pages in
 kernels and thread pools). Time: median wall time over ``--repeats`` runs after one warm-up
 round, in one process with the methods interleaved.
 
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -27,8 +36,15 @@ import time
 
 import torch
 
-from rnnt.constants import BLANK_ID, JOINER_ACTIVATION, LOSS_CHUNK_SIZE, SEED
+from rnnt.constants import (
+    BLANK_ID,
+    JOINER_ACTIVATION,
+    LOSS_CHUNK_BYTES_CPU,
+    LOSS_CHUNK_BYTES_GPU,
+    SEED,
+)
 from rnnt.loss import fused_rnnt_loss, rnnt_loss
+from rnnt.op_counts import count_ops
 
 # The figure's configuration: a 16-second-ish utterance batch of a medium model.
 BATCH = 8
@@ -40,6 +56,9 @@ REPEATS = 3
 MIN_LENGTH_FRACTION = 0.7  # ragged lengths: T_b in [0.7 T, T], U_b in [0.7 U, U]
 MEMORY_TARGET = 0.2  # fused peak memory at most 1/5 of the plain path's
 TIME_TARGET = 1.5  # fused time at most 1.5x the plain path's
+TORCHAUDIO_MEMORY_TARGET = 0.05  # fused peak memory at most 1/20 of torchaudio's
+TORCHAUDIO_TIME_TARGET = 0.5  # fused time at most half of torchaudio's
+OPS_REFERENCE = {"batch": 64, "frames": 300, "tokens": 80, "vocab": 1024, "hidden": 640}
 METHODS = ("fused", "plain", "torchaudio")
 
 
@@ -55,6 +74,8 @@ def make_inputs(args: argparse.Namespace) -> dict:
         return values.to(device)
 
     def leaf(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        if device.type == "meta":
+            return torch.empty(*shape, device=device, requires_grad=True)
         return (torch.randn(*shape, generator=gen) * scale).to(device).requires_grad_()
 
     return {
@@ -78,22 +99,47 @@ def _joiner_logits(inputs: dict, activation: str) -> torch.Tensor:
 
 def run_once(method: str, inputs: dict, args: argparse.Namespace) -> None:
     """One forward + backward of ``method``; leaves gradients in the inputs."""
+    device = torch.device(args.device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+        loss = _loss(method, inputs, args)
+    loss.backward()
+
+
+def _loss(method: str, inputs: dict, args: argparse.Namespace) -> torch.Tensor:
     lengths = (inputs["targets"], inputs["encoder_lengths"], inputs["target_lengths"])
     if method == "fused":
-        loss = fused_rnnt_loss(
+        return fused_rnnt_loss(
             inputs["encoder_proj"], inputs["predictor_proj"], inputs["weight"], inputs["bias"],
-            *lengths, blank=BLANK_ID, activation=args.activation, chunk_size=args.chunk_size,
+            *lengths, blank=BLANK_ID, activation=args.activation, chunk_bytes=args.chunk_bytes,
         )  # fmt: skip
-    elif method == "plain":
-        loss = rnnt_loss(_joiner_logits(inputs, args.activation), *lengths, blank=BLANK_ID)
-    else:
-        import torchaudio.functional
+    if method == "plain":
+        return rnnt_loss(_joiner_logits(inputs, args.activation), *lengths, blank=BLANK_ID)
+    import torchaudio.functional
 
-        loss = torchaudio.functional.rnnt_loss(
-            _joiner_logits(inputs, args.activation), *(x.int() for x in lengths),
-            blank=BLANK_ID, clamp=-1, reduction="mean",
-        )  # fmt: skip
-    loss.backward()
+    return torchaudio.functional.rnnt_loss(
+        _joiner_logits(inputs, args.activation).float(), *(x.int() for x in lengths),
+        blank=BLANK_ID, clamp=-1, reduction="mean",
+    )  # fmt: skip
+
+
+def op_counts(config: dict, args: argparse.Namespace) -> dict:
+    """Kernels and views of one fused forward + backward on the meta device, per budget."""
+    shape = argparse.Namespace(**{**vars(args), **config, "device": "meta"})
+    counts = {}
+    for name, budget in (
+        ("cpu_budget", LOSS_CHUNK_BYTES_CPU),
+        ("gpu_budget", LOSS_CHUNK_BYTES_GPU),
+    ):
+        inputs = make_inputs(shape)
+        lengths = (inputs["targets"], inputs["encoder_lengths"], inputs["target_lengths"])
+        with count_ops() as ops:
+            fused_rnnt_loss(
+                inputs["encoder_proj"], inputs["predictor_proj"], inputs["weight"],
+                inputs["bias"], *lengths, activation=args.activation, chunk_bytes=budget,
+                validate=False,
+            ).backward()  # fmt: skip
+        counts[name] = {"chunk_bytes": budget, "kernels": ops.kernels, "views": ops.views}
+    return {"config": config} | counts
 
 
 def _sync(device: torch.device) -> None:
@@ -145,6 +191,10 @@ def median_times(methods: list[str], inputs: dict, args: argparse.Namespace) -> 
     return times
 
 
+def _shape(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k) for k in ("batch", "frames", "tokens", "vocab", "hidden")}
+
+
 def _available(method: str) -> bool:
     if method != "torchaudio":
         return True
@@ -157,7 +207,11 @@ def _available(method: str) -> bool:
 
 def _memory_in_subprocess(method: str, argv: list[str]) -> float:
     cmd = [sys.executable, __file__, *argv, "--worker", method]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    # glibc keeps freed blocks in per-thread arenas and raises its mmap threshold as it
+    # goes, so peak RSS would wander by hundreds of MB from run to run; one arena and a fixed
+    # 64 KiB threshold return every large block on free, so RSS follows the live tensors.
+    env = {**os.environ, "MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return float(out.strip().splitlines()[-1])
 
 
@@ -170,7 +224,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--hidden", "-H", type=int, default=HIDDEN)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=REPEATS)
-    parser.add_argument("--chunk-size", type=int, default=LOSS_CHUNK_SIZE)
+    parser.add_argument(
+        "--chunk-bytes", type=int, default=None, help="fused loss chunk budget (device default)"
+    )
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (fused and plain)")
     parser.add_argument("--activation", default=JOINER_ACTIVATION)
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -207,7 +264,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     report = {
         "config": {k: getattr(args, k) for k in ("batch", "frames", "tokens", "vocab", "hidden")}
-        | {"chunk_size": args.chunk_size, "activation": args.activation, "seed": args.seed},
+        | {"chunk_bytes": args.chunk_bytes, "activation": args.activation, "seed": args.seed}
+        | {"bf16": args.bf16},
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
@@ -221,6 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
         "time_method": f"median wall time of {args.repeats} forward+backward runs per method, "
         "methods interleaved, after one warm-up round",
         "methods": results,
+        "ops": [op_counts(config, args) for config in (_shape(args), OPS_REFERENCE)],
     }
     fused, plain = results.get("fused"), results.get("plain")
     if fused and plain:
@@ -236,6 +295,19 @@ def main(argv: list[str] | None = None) -> dict:
             "memory_met": memory_ratio <= MEMORY_TARGET,
             "time_met": time_ratio <= TIME_TARGET,
         }
+    audio = results.get("torchaudio")
+    if fused and audio:
+        memory_ratio = fused["peak_mb"] / audio["peak_mb"]
+        time_ratio = fused["median_s"] / audio["median_s"]
+        report.setdefault("ratios", {}).update(
+            memory_fused_over_torchaudio=memory_ratio, time_fused_over_torchaudio=time_ratio
+        )
+        report.setdefault("targets", {}).update(
+            memory_vs_torchaudio_at_most=TORCHAUDIO_MEMORY_TARGET,
+            time_vs_torchaudio_at_most=TORCHAUDIO_TIME_TARGET,
+            memory_vs_torchaudio_met=memory_ratio <= TORCHAUDIO_MEMORY_TARGET,
+            time_vs_torchaudio_met=time_ratio <= TORCHAUDIO_TIME_TARGET,
+        )
     print(json.dumps(report, indent=None if args.json else 2))
     return report
 

@@ -150,9 +150,9 @@ OVERRIDE_RULES: dict[str, Rule] = {
             "pred_hidden_dim",
             "pred_num_layers",
             "joiner_dim",
-            "loss_chunk_size",
         )
     },
+    "loss_chunk_bytes": optional(at_least(1)),
     "attention_context_size": pair(at_least(-1), what="[left, right] frames, -1 = unlimited"),
     "dropout": between(0, 1),
     "ctc_weight": at_least(0),

@@ -166,14 +166,41 @@ class StopOnSignal(pl.Callback):
         return path
 
 
+def logs_this_step(trainer: pl.Trainer) -> bool:
+    """Whether the trainer writes logged values at this training step.
+
+    Lightning's own decision (every ``log_every_n_steps`` steps, and when stopping), the same
+    from a step's start to its end. A step reads device values on the host only then.
+    """
+    connector = getattr(trainer, "_logger_connector", None)  # no public API for it
+    return bool(getattr(connector, "should_update_logs", True))
+
+
 class EstimatingProgressBar(TQDMProgressBar):
-    """Lightning's progress bar with a total and an ETA for training epochs too.
+    """Lightning's progress bar with a total and an ETA for training epochs too, and the
+    training loss read only at logging steps.
 
     A training loader has no ``len()`` (its batch count changes with each epoch's shuffle and
     speed factors, see ``rnnt.data.loader``), so Lightning would show ``12/?``; this bar shows
     the sampler's estimate (``estimated_length``) instead. The epoch still ends when the data
     does, whatever the estimate said.
+
+    ``self.log(..., prog_bar=True)`` would make Lightning read the value on the host after
+    every step (a GPU sync per step); ``train_loss`` is logged for the loggers only, and this
+    bar shows the value of the last logging step (``log_every_n_steps``).
     """
+
+    interval_metrics = ("train_loss",)
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        # (rnnt.lightning_cli turns Lightning's bar into this one in place: no __init__ ran.)
+        shown = self.__dict__.setdefault("_interval_values", {})
+        if trainer.training and logs_this_step(trainer):
+            metrics = trainer.callback_metrics
+            for name in self.interval_metrics:
+                if name in metrics:
+                    shown[name] = float(metrics[name])  # one read per logging interval
+        return {**super().get_metrics(trainer, pl_module), **shown}
 
     @property
     def total_train_batches(self) -> int | float:

@@ -30,6 +30,9 @@ MODEL_CONFIG_KEY = "transducer_config"
 # TransducerConfig fields added after checkpoints were first written, with the value the older
 # checkpoints were trained with: a stored config without the key predates the field.
 PREDATING_CONFIG_VALUES: dict[str, Any] = {"frontend_style": "kaldi"}
+# Fields older checkpoints stored that no longer exist: they never changed what weights mean.
+# `loss_chunk_size` (cells) gave way to `loss_chunk_bytes` (a memory budget).
+RETIRED_CONFIG_FIELDS = ("loss_chunk_size",)
 STATE_DICT_PREFIX = "model."  # TransducerModule keeps the Transducer as `self.model`
 # A checkpoint being written: ".{name}.{pid}.{random hex}.tmp" next to its final name. Lightning's
 # `--ckpt_path last` only considers "last*.ckpt", so a temporary file is never taken for one.
@@ -138,8 +141,10 @@ def stored_config(values: dict[str, Any]) -> TransducerConfig:
     (``PREDATING_CONFIG_VALUES``) takes the value they were trained with, not today's default;
     e.g. no ``frontend_style`` means the ``"kaldi"`` features. (``TransducerConfig.from_dict``
     itself fills missing fields with today's defaults, as presets and YAML configs want.)
+    Retired fields (``RETIRED_CONFIG_FIELDS``) are dropped.
     """
-    return TransducerConfig.from_dict({**PREDATING_CONFIG_VALUES, **values})
+    kept = {key: value for key, value in values.items() if key not in RETIRED_CONFIG_FIELDS}
+    return TransducerConfig.from_dict({**PREDATING_CONFIG_VALUES, **kept})
 
 
 def load_checkpoint(

@@ -67,11 +67,20 @@ SUBSAMPLING_CHANNELS = 64  # channels of the striding convolutions before the en
 ROPE_BASE = 10_000.0  # rotary position embedding base (wavelength scale), frames
 DROPOUT = 0.1
 JOINER_ACTIVATION = "tanh"  # tanh | relu | silu
+# --model.compile true: the encoder runs through torch.compile with this backend (inductor
+# generates fused kernels; it needs a C++ compiler on a CPU and Triton on a GPU). The compiled
+# encoder keeps its parameter names, so checkpoints load into an uncompiled model.
+COMPILE = False
+COMPILE_BACKEND = "inductor"
 
 # --- loss --------------------------------------------------------------------------------------
-# Lattice cells (t, u) whose joiner logits (cells x V) the fused loss holds at once. CPU time is
-# flat from 512 to 16384 cells (benchmarks/loss.py); 4096 cells x V=1024 is 16 MB of logits.
-LOSS_CHUNK_SIZE = 4096
+# Memory budget of one chunk of the fused loss, bytes: B x Tc x (U+1) lattice cells, each
+# holding its V joiner logits and their temporaries (rnnt.loss.fused.chunk_frames). On a CPU
+# small chunks cost nothing (an op's dispatch is microseconds against milliseconds of
+# arithmetic) and keep the loss at ~1/20 of torchaudio's memory; on a GPU every op is a kernel
+# launch, so chunks are larger (fewer launches) at still a small fraction of its memory.
+LOSS_CHUNK_BYTES_CPU = 32 * 2**20
+LOSS_CHUNK_BYTES_GPU = 512 * 2**20
 LOSS_REDUCTION = "mean"  # mean over utterances
 CTC_WEIGHT = (
     0.3  # auxiliary CTC loss on the encoder, added to the transducer loss while training; 0 = off
@@ -135,6 +144,10 @@ GRADIENT_CLIP_VAL = 5.0
 MAX_NONFINITE_STEPS = 20  # stop the run after this many non-finite losses in a row
 PRECISION_GPU = "bf16-mixed"  # used where the GPU supports bf16
 PRECISION_CPU = "32-true"
+# float32 matmuls on a CUDA GPU with TF32 (compute capability 8.0 and up: A100, H100, RTX 30xx
+# and later) run in TF32 (10-bit mantissa; torch.set_float32_matmul_precision): several times
+# faster than FP32 cores. "highest" keeps full float32.
+FLOAT32_MATMUL_PRECISION = "high"
 SAVE_TOP_K = 3  # best checkpoints kept by validation loss, besides last.ckpt
 CHECKPOINT_FILENAME = "rnnt-{epoch:02d}-{val_loss:.2f}"
 # last.ckpt is also written after this many minutes of training since it was last written, so a

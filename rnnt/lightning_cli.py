@@ -26,6 +26,23 @@ def default_precision() -> str:
     return C.PRECISION_CPU
 
 
+def use_tensor_cores(device: Any) -> bool:
+    """Let float32 matmuls on ``device`` run in TF32 (``FLOAT32_MATMUL_PRECISION``) where it is a
+    CUDA GPU that has TF32 (compute capability 8.0 and up); True where they now do.
+
+    The setting is process-wide (``torch.set_float32_matmul_precision``) and left alone where
+    the program chose one already. cuDNN's convolutions use TF32 by default.
+    """
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 0):
+        return False
+    if torch.get_float32_matmul_precision() == "highest":  # torch's default: not chosen
+        torch.set_float32_matmul_precision(C.FLOAT32_MATMUL_PRECISION)
+    return torch.get_float32_matmul_precision() != "highest"
+
+
 def trainer_defaults(root_dir: str = C.LOG_DIR, run_name: str = C.RUN_NAME) -> dict[str, Any]:
     """Trainer settings of every run: checkpoints, TensorBoard, clipping, precision.
 
@@ -184,6 +201,9 @@ def make_cli(
                     "config_filename": f"config-{self.subcommand}.yaml",
                 }
             trainer = super().instantiate_trainer(**kwargs)
+            # Before the processes start (each DDP process runs this CLI), so that Lightning's
+            # hint to set the matmul precision finds it set.
+            use_tensor_cores(trainer.strategy.root_device)
             # Whole checkpoint files and safe loading, unless the user chose their own IO
             # (`--trainer.plugins` with e.g. a SLURM environment keeps this one).
             if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:

@@ -3,6 +3,11 @@
 Lightning owns the loop, devices, precision, checkpointing and logging (see DESIGN.md); this
 module owns what one step means: the fused transducer loss, a guard against non-finite losses,
 AdamW with a warmup schedule, and validation by loss and greedy word error rate.
+
+A training step reads no device value on the host outside logging steps (a read stalls a GPU
+until its queue drains): lengths come from the loader's host lists, the non-finite guard
+decides on the device (``rnnt.optim``), and logged values are produced, and so read, only
+when the trainer logs (``trainer.log_every_n_steps``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from torchmetrics import Metric
 from torchmetrics.text import WordErrorRate
 
 from rnnt.arguments import MODEL_RULES, check_arguments
+from rnnt.callbacks import logs_this_step
 from rnnt.checkpoint import (
     MODEL_CONFIG_KEY,
     TOKENIZER_KEY,
@@ -31,6 +37,8 @@ from rnnt.constants import (
     ADAM_BETAS,
     ATTENTION_CONTEXT_SIZE,
     CAUSAL_CONV,
+    COMPILE,
+    COMPILE_BACKEND,
     LEARNING_RATE,
     LOG_TEXT_EXAMPLES,
     MAX_NONFINITE_STEPS,
@@ -46,6 +54,13 @@ from rnnt.constants import (
 from rnnt.data.tokenizer import Tokenizer
 from rnnt.decoding import greedy_search
 from rnnt.models.transducer import Transducer, config_from_preset
+from rnnt.optim import (
+    NonFiniteGuard,
+    NonFiniteLossError,
+    adamw,
+    clip_gradients,
+    total_grad_norm,
+)
 from rnnt.scheduler import build_scheduler
 from rnnt.warm_start import warm_start
 
@@ -53,10 +68,7 @@ log = logging.getLogger(__name__)
 # TransducerConfig fields that change what trained weights mean without changing their shapes:
 # a checkpoint is only loaded into a model that agrees on them.
 WEIGHT_MEANING_FIELDS = ("frontend_style", "joiner_activation", "blank_id")
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised when too many steps in a row had a loss that was NaN or infinite."""
+__all__ = ["NonFiniteLossError", "TransducerModule", "UtteranceMean"]
 
 
 class UtteranceMean(Metric):
@@ -99,11 +111,14 @@ class TransducerModule(pl.LightningModule):
         warmup_steps: optimizer steps of linear warmup.
         min_lr_ratio: final learning rate of ``cosine`` as a fraction of the peak.
         max_symbols_per_frame: greedy decoding cap used for the validation WER.
-        max_nonfinite_steps: stop with an error after this many non-finite losses in a row.
+        max_nonfinite_steps: stop with an error after this many non-finite losses in a row
+            (noticed at the next logging step: ``rnnt.optim.NonFiniteGuard``).
         log_text_examples: reference/hypothesis pairs written to TensorBoard each validation.
         init_from: a checkpoint whose weights the model starts from (fine-tuning: step 0, a
             fresh optimizer and schedule; ``--ckpt_path`` resumes a run instead). One of
             another tokenizer gives all but the vocabulary layers (``rnnt.warm_start``).
+        compile: run the encoder through ``torch.compile`` (backend ``COMPILE_BACKEND``); its
+            parameter names do not change, so checkpoints load into an uncompiled model.
     """
 
     def __init__(
@@ -123,6 +138,7 @@ class TransducerModule(pl.LightningModule):
         max_nonfinite_steps: int = MAX_NONFINITE_STEPS,
         log_text_examples: int = LOG_TEXT_EXAMPLES,
         init_from: str | None = None,
+        compile: bool = COMPILE,
     ) -> None:
         check_arguments("model", MODEL_RULES, locals())  # one line naming a wrong --model.* value
         super().__init__()
@@ -144,15 +160,31 @@ class TransducerModule(pl.LightningModule):
         self.test_loss = UtteranceMean()
         self.val_wer = WordErrorRate()
         self.test_wer = WordErrorRate()
-        self._nonfinite_in_a_row = 0
-        self._drop_gradients = False
+        self._guard = NonFiniteGuard(max_nonfinite_steps)
         self._text_examples: list[tuple[str, str]] = []
+
+    def configure_model(self) -> None:
+        # Lightning's hook before a run, in every process. Module.compile compiles the
+        # encoder's call in place (no `_orig_mod.` in its parameter names), for dynamic shapes
+        # from the start: every batch has its own shape.
+        if self.hparams.compile:
+            self.model.encoder.compile(backend=COMPILE_BACKEND, dynamic=True)
 
     # --- steps --------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Mean transducer loss of a batch (float32 scalar)."""
+        """Mean transducer loss of a batch (float32 scalar).
+
+        The targets are not checked again (``TransducerDataset`` did), and the lengths the
+        model needs on the host come from the batch's host lists: no device value is read.
+        """
         return self.model(
-            batch["audio"], batch["audio_lengths"], batch["targets"], batch["target_lengths"]
+            batch["audio"],
+            batch["audio_lengths"],
+            batch["targets"],
+            batch["target_lengths"],
+            host_audio_lengths=batch.get("host_audio_lengths"),
+            host_target_lengths=batch.get("host_target_lengths"),
+            validate=False,
         )
 
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
@@ -160,62 +192,58 @@ class TransducerModule(pl.LightningModule):
             return None
         # Under DDP a batch that failed to load is stood in for (rnnt.data.dataset): this rank
         # must still run the step, since gradients are exchanged, but must not learn from it.
-        stand_in = "counted" in batch and not bool(batch["counted"].any())
+        stand_in = not _counts_any(batch)
         loss = self._zero_loss() if stand_in else self(batch)
-        finite = torch.isfinite(loss.detach())
-        # Every rank must agree, or DDP would wait forever for the gradients of a skipped step.
-        if not self.trainer.strategy.reduce_boolean_decision(bool(finite), all=True):
-            self._nonfinite_in_a_row += 1
-            log.warning(
-                "step %d: non-finite loss (%s), step skipped (%d in a row)",
-                self.global_step,
-                loss.item() if not finite else f"on another rank; {loss.item():.4g} here",
-                self._nonfinite_in_a_row,
-            )
-            if self._nonfinite_in_a_row >= self.hparams.max_nonfinite_steps:
-                raise NonFiniteLossError(
-                    f"{self._nonfinite_in_a_row} training steps in a row had a NaN or infinite "
-                    "loss; the run is diverging. Lower model.learning_rate, raise "
-                    "model.warmup_steps, or check the data for empty or mislabelled audio. "
-                    "Resume from the last good checkpoint with --ckpt_path last."
-                )
-            return self._skip_step()
-        self._nonfinite_in_a_row = 0
-        if stand_in:
-            return loss
-        batch_size = len(batch["texts"])
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch_size)
-        self.log(
-            "train_audio_seconds",
-            batch["audio_lengths"].sum().float() / SAMPLE_RATE,
-            batch_size=batch_size,
-        )
+        # A NaN or infinite loss on any rank: every rank skips this update, decided on the
+        # device (on_before_optimizer_step); backward still runs, so DDP's exchange pairs up.
+        self._guard.update(loss, self.global_step)
+        if not stand_in and logs_this_step(self.trainer):
+            batch_size = len(batch["texts"])
+            self.log("train_loss", loss, batch_size=batch_size)
+            seconds = batch["audio_lengths"].sum().float() / SAMPLE_RATE
+            self.log("train_audio_seconds", seconds, batch_size=batch_size)
         return loss
 
     def _zero_loss(self) -> torch.Tensor:
         # 0, reaching every trainable parameter: a backward pass that exchanges zero gradients.
         return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
 
-    def _skip_step(self) -> torch.Tensor | None:
-        # One process: returning None makes Lightning skip backward and the optimizer step.
-        # DDP forbids that (the other ranks' backward would wait for this one's gradients), so
-        # every rank runs backward on a zero loss and the gradients are dropped afterwards:
-        # AdamW leaves parameters without gradients untouched (no step, no weight decay).
-        if self.trainer.world_size == 1:
-            return None
-        self._drop_gradients = True
-        return self._zero_loss()
-
-    def on_after_backward(self) -> None:
-        if self._drop_gradients:
-            self._drop_gradients = False
-            for parameter in self.parameters():
-                parameter.grad = None
-
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        norms = [p.grad.detach().norm(2) for p in self.parameters() if p.grad is not None]
-        if norms:
-            self.log("grad_norm", torch.stack(norms).norm(2), on_step=True, on_epoch=False)
+        self._guard.hand_to(optimizer, self.parameters())  # a fused AdamW skips on the device
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        # One fused norm serves the clipping and the grad_norm log. (Lightning's mixed
+        # precision plugin refuses to clip for a fused optimizer even in bf16, without a
+        # gradient scaler; sharded or scaled gradients are left to Lightning's clipping.)
+        logging = logs_this_step(self.trainer)
+        if _whole_unscaled_gradients(self.trainer.precision_plugin):
+            by_value = gradient_clip_algorithm == "value"
+            norm = clip_gradients(self.parameters(), gradient_clip_val or 0.0, by_value, logging)
+        else:
+            super().configure_gradient_clipping(
+                optimizer, gradient_clip_val, gradient_clip_algorithm
+            )
+            norm = total_grad_norm(self.parameters()) if logging else None
+        if logging and norm is not None:
+            self.log("grad_norm", norm, on_step=True, on_epoch=False)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # The guard's counts are read when the trainer logs, every log_every_n_steps (every
+        # max_nonfinite_steps steps with logging off): a stop may come that many steps late.
+        if self.trainer.log_every_n_steps:
+            due = logs_this_step(self.trainer)
+        else:
+            due = self.global_step % self.hparams.max_nonfinite_steps == 0
+        if due:
+            self._guard.check()
+
+    def on_train_epoch_end(self) -> None:
+        self._guard.check()
 
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val", self.val_loss, self.val_wer)
@@ -281,17 +309,10 @@ class TransducerModule(pl.LightningModule):
 
     # --- optimisation -------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        decay, no_decay = [], []
-        for name, parameter in self.named_parameters():
-            if not parameter.requires_grad:
-                continue
-            # Norms, biases and embeddings are not weights to shrink.
-            (no_decay if parameter.ndim < 2 or "embedding" in name else decay).append(parameter)
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
+        optimizer = adamw(
+            self.named_parameters(),
+            self.hparams.weight_decay,
+            allow_fused=getattr(self.trainer.precision_plugin, "scaler", None) is None,
             lr=self.hparams.learning_rate,
             betas=tuple(self.hparams.betas),
         )
@@ -356,3 +377,18 @@ class TransducerModule(pl.LightningModule):
             self.model.num_parameters() / 1e6,
             self.model.config.num_classes,
         )
+
+
+def _counts_any(batch: dict[str, Any]) -> bool:
+    # Whether any utterance counts (TransducerDataset), from the host list where there is one.
+    if "host_counted" in batch:
+        return any(batch["host_counted"])
+    return "counted" not in batch or bool(batch["counted"].any())
+
+
+def _whole_unscaled_gradients(plugin: object) -> bool:
+    # Whether the gradients in the hooks are whole (not sharded) and not loss-scaled.
+    from lightning.pytorch.plugins import precision as p
+
+    plain = (p.Precision, p.MixedPrecision, p.HalfPrecision, p.DoublePrecision)
+    return type(plugin) in plain and getattr(plugin, "scaler", None) is None

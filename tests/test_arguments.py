@@ -66,6 +66,7 @@ MODEL_ROWS = [
 REFUSED_ELSEWHERE = {
     ("data", "skip_invalid"): "a bool: jsonargparse refuses others (test_cli_args)",
     ("model", "causal_conv"): "a bool: jsonargparse refuses others (test_cli_args)",
+    ("model", "compile"): "a bool: jsonargparse refuses others (test_cli_args)",
     # The model's tokenizer is --data.tokenizer_path (linked), loaded by Tokenizer.load.
     ("model", "tokenizer_path"): "test_tokenizer: test_loading_a_folder_as_the_tokenizer_says_so",
 }

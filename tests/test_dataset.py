@@ -9,9 +9,9 @@ import pytest
 import torch
 from lhotse import CutSet
 
-from rnnt.constants import MAX_BATCH_DURATION
+from rnnt.constants import BLANK_ID, MAX_BATCH_DURATION
 from rnnt.data.datamodule import TransducerDataModule
-from rnnt.data.dataset import TransducerDataset
+from rnnt.data.dataset import TransducerDataset, target_problem
 from rnnt.data.tokenizer import normalize_text
 from tests.test_cuts import make_corpus
 
@@ -58,6 +58,10 @@ def test_batch_dict_shapes_and_dtypes(corpus):
         assert batch["audio"].shape[1] == int(batch["audio_lengths"].max())
         assert batch["targets"].shape == (size, int(batch["target_lengths"].max()))
         assert len(batch["texts"]) == size
+        # The same lengths as Python lists, which stay on the host when the batch goes to a GPU.
+        assert batch["host_audio_lengths"] == batch["audio_lengths"].tolist()
+        assert batch["host_target_lengths"] == batch["target_lengths"].tolist()
+        assert batch["host_counted"] == batch["counted"].tolist()
         for row in range(size):
             length = int(batch["target_lengths"][row])
             assert (batch["targets"][row, length:] == 0).all()
@@ -127,7 +131,40 @@ def test_batch_where_everything_fails_repeats_last_good_under_ddp(private_corpus
     repeated = dataset[CutSet([records[0].to_cut()])]
     assert repeated["ids"] == good["ids"]  # keeps every rank at the same number of steps
     assert torch.equal(repeated["audio"], good["audio"])
+    assert repeated["host_counted"] == [False] * len(good["ids"]) and all(good["host_counted"])
     assert TransducerDataset(module.tokenizer)[CutSet([records[0].to_cut()])] is None
+
+
+@pytest.mark.parametrize("bad_ids", [[BLANK_ID], [1, 10_000], [-1]], ids=["blank", "big", "neg"])
+def test_invalid_targets_are_skipped_with_a_count_naming_the_utterance(
+    corpus, caplog, monkeypatch, bad_ids
+):
+    """The training loss checks nothing (its checks would read the device on the host): the
+    dataset refuses targets the loss cannot take, like audio it cannot load."""
+    module = datamodule(corpus, noise_path=None)
+    records = module._records["val"][:4]
+    bad = records[2]
+    tokenizer = module.tokenizer
+    encode = tokenizer.encode
+    monkeypatch.setattr(
+        tokenizer, "encode", lambda text: bad_ids if text == bad.text else encode(text)
+    )
+    dataset = TransducerDataset(tokenizer)
+    with caplog.at_level(logging.WARNING, logger="rnnt.data.dataset"):
+        batch = dataset[CutSet([record.to_cut() for record in records])]
+    assert batch["ids"] == [record.id for record in records if record is not bad]
+    assert dataset.num_skipped == 1
+    assert f"skipping utterance {bad.id}: target token id" in caplog.text
+    assert "1 skipped so far" in caplog.text
+
+
+def test_target_problem_names_the_token_or_the_missing_frame():
+    num_classes = 10
+    assert target_problem([1, 9], num_classes, num_samples=16_000) is None
+    assert target_problem([], num_classes, num_samples=16_000) is None  # U = 0 is a lattice
+    assert "id 0 at position 1" in target_problem([3, 0], num_classes, num_samples=16_000)
+    assert "id 10 at position 0" in target_problem([10], num_classes, num_samples=16_000)
+    assert "not one feature frame" in target_problem([1], num_classes, num_samples=100)
 
 
 def test_setup_filters_training_durations_only(corpus):

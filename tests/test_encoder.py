@@ -1,11 +1,15 @@
-"""Conformer encoder: lengths, padding invariance, attention-context limit, causality."""
+"""Conformer encoder: lengths, padding invariance, attention-context limit, causality, the
+attention masks SDPA's fast kernels take, torch.compile without graph breaks, no host reads."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from rnnt.models.encoder import ConformerEncoder, attention_mask
+import rnnt.models.encoder as encoder_module
+from rnnt.models.encoder import ConformerEncoder
+from rnnt.models.masks import attention_mask, padding_mask
+from rnnt.op_counts import count_ops
 
 N_MELS = 16
 
@@ -95,12 +99,125 @@ def test_padding_values_never_reach_valid_frames():
 
 
 def test_attention_mask_combines_context_and_padding():
-    mask = attention_mask(torch.tensor([5, 3]), 5, [1, 2])[:, 0]
+    mask = attention_mask(torch.tensor([5, 3]), 5, [1, 2])[:, 0] == 0
     query, key = 2, torch.arange(5)
     assert mask[0, query].tolist() == ((key >= 1) & (key <= 4)).tolist()
     assert mask[1, query].tolist() == [False, True, True, False, False]
     # Padded queries attend to themselves only (no empty softmax row).
     assert mask[1, 4].tolist() == [False, False, False, False, True]
+
+
+def test_without_a_context_limit_the_mask_masks_keys_only():
+    # (B, 1, 1, T') additive, what SDPA's memory-efficient kernel takes without copying it
+    # into a (B, H, T', T') tensor; an utterance of no frames still has a key (no NaN row).
+    mask = attention_mask(torch.tensor([5, 3, 0]), 5, [-1, -1], torch.bfloat16)
+    assert mask.shape == (3, 1, 1, 5) and mask.dtype == torch.bfloat16
+    assert (mask[:, 0, 0] == 0).tolist() == [
+        [True] * 5,
+        [True, True, True, False, False],
+        [True, False, False, False, False],
+    ]
+    assert set(mask.unique().tolist()) == {0.0, float("-inf")}
+    assert mask.stride(-1) == 1 and all(stride % 16 == 0 for stride in mask.stride()[:-1])
+
+
+def _bool_mask(lengths: torch.Tensor, max_length: int, context) -> torch.Tensor:
+    """The encoder's mask before additive masks: (B, 1, T', T') bool, padding and context in
+    one; padded queries attend to themselves."""
+    left, right = context
+    frames = torch.arange(max_length)
+    offset = frames.view(1, -1) - frames.view(-1, 1)
+    allowed = torch.ones(max_length, max_length, dtype=torch.bool)
+    if left >= 0:
+        allowed = allowed & (offset >= -left)
+    if right >= 0:
+        allowed = allowed & (offset <= right)
+    valid = padding_mask(lengths, max_length)
+    mask = allowed.unsqueeze(0) & valid.unsqueeze(1)
+    return (mask | ((offset == 0).unsqueeze(0) & ~valid.unsqueeze(2))).unsqueeze(1)
+
+
+@pytest.mark.parametrize("context", [[-1, -1], [4, 0], [3, 2], [-1, 0], [0, -1]])
+def test_additive_masks_give_what_the_bool_mask_gave(context, monkeypatch):
+    # Ragged batch with an utterance of no frames: outputs and every gradient as before.
+    encoder = _encoder(attention_context_size=context, dropout=0.0).train()
+    features, lengths = _features([97, 40, 13, 1])
+    lengths[3] = 0
+    results = []
+    for mask_function in (
+        attention_mask,
+        lambda lengths, frames, context, dtype: _bool_mask(lengths, frames, context),
+    ):
+        monkeypatch.setattr(encoder_module, "attention_mask", mask_function)
+        encoder.zero_grad()
+        inputs = features.clone().requires_grad_()
+        encoder_out, _ = encoder(inputs, lengths)
+        (
+            encoder_out * torch.linspace(-1, 1, encoder_out.numel()).view_as(encoder_out)
+        ).sum().backward()
+        grads = [inputs.grad] + [p.grad.clone() for p in encoder.parameters()]
+        results.append((encoder_out.detach(), grads))
+    (additive, additive_grads), (boolean, boolean_grads) = results
+    assert torch.isfinite(additive).all()
+    torch.testing.assert_close(additive, boolean, atol=1e-6, rtol=1e-5)
+    for new, old in zip(additive_grads, boolean_grads, strict=True):
+        assert torch.isfinite(new).all()
+        torch.testing.assert_close(new, old, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("context", "shape"), [([-1, -1], (3, 1, 1, 13)), ([4, 0], (3, 1, 13, 13))]
+)
+def test_every_layer_gets_one_additive_mask_in_the_query_dtype(context, shape, monkeypatch):
+    # A bool mask, or one of another dtype, would be converted by SDPA at every layer (and
+    # each copy kept for backward); under bf16 autocast the queries are bf16.
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording_sdpa(query, key, value, attn_mask=None, **options):
+        seen.append((query.dtype, attn_mask))
+        return sdpa(query, key, value, attn_mask=attn_mask, **options)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording_sdpa)
+    encoder = _encoder(attention_context_size=context, num_layers=3)
+    features, lengths = _features([50, 31, 9])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        encoder(features, lengths)
+    assert len(seen) == 3
+    masks = [mask for _, mask in seen]
+    assert all(mask is masks[0] for mask in masks)
+    assert masks[0].shape == shape and masks[0].dtype == seen[0][0] == torch.bfloat16
+
+
+@pytest.mark.parametrize("context", [[-1, -1], [4, 0]])
+def test_encoder_reads_no_device_value_on_the_host(context):
+    encoder = _encoder(attention_context_size=context).train()
+    features, lengths = _features([97, 40, 13, 64])
+    with count_ops() as counts:
+        encoder_out, _ = encoder(features, lengths)
+        encoder_out.sum().backward()
+    assert counts.host_reads == 0, counts.reads_by_kind
+
+
+@pytest.mark.parametrize("context", [[-1, -1], [4, 0]])
+def test_encoder_compiles_as_one_graph_equal_to_eager(context):
+    # fullgraph=True raises at the first graph break; the "eager" backend runs the captured
+    # graph as it is (no C++ compiler needed; graph breaks are decided before any backend).
+    # Two ragged batches of other shapes run through the one dynamic-shape graph.
+    torch._dynamo.reset()
+    encoder = _encoder(attention_context_size=context, num_layers=1, dropout=0.0).train()
+    compiled = torch.compile(encoder, fullgraph=True, backend="eager", dynamic=True)
+    for lengths in ([97, 40, 13, 64], [33, 70, 5]):
+        features, feature_lengths = _features(lengths)
+        eager_inputs = features.clone().requires_grad_()
+        compiled_inputs = features.clone().requires_grad_()
+        eager_out, eager_lengths = encoder(eager_inputs, feature_lengths)
+        compiled_out, compiled_lengths = compiled(compiled_inputs, feature_lengths)
+        assert torch.equal(compiled_lengths, eager_lengths)
+        torch.testing.assert_close(compiled_out, eager_out, atol=1e-5, rtol=1e-4)
+        eager_out.square().sum().backward()
+        compiled_out.square().sum().backward()
+        torch.testing.assert_close(compiled_inputs.grad, eager_inputs.grad, atol=1e-5, rtol=1e-4)
 
 
 def _affected(encoder: ConformerEncoder, features, lengths, frame: int, part) -> torch.Tensor:

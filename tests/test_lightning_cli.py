@@ -108,3 +108,103 @@ def test_log_to_stderr_adds_one_handler_once(monkeypatch):
     log_to_stderr()
     assert len(logger.handlers) == 1
     assert [type(f) for f in logger.handlers[0].filters] == [RankFilter]
+
+
+@pytest.fixture
+def matmul_precision():
+    """Restores torch's process-wide float32 matmul precision after the test."""
+    import torch
+
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    yield
+    torch.set_float32_matmul_precision(before)
+
+
+@pytest.mark.usefixtures("matmul_precision")
+@pytest.mark.parametrize(
+    ("device", "capability", "tf32"),
+    [
+        ("cpu", None, False),
+        ("cuda:0", (7, 5), False),
+        ("cuda:0", (8, 0), True),
+        ("cuda", (9, 0), True),
+    ],
+)
+def test_float32_matmuls_use_tf32_on_gpus_that_have_it(device, capability, tf32, monkeypatch):
+    import torch
+
+    from rnnt.constants import FLOAT32_MATMUL_PRECISION
+    from rnnt.lightning_cli import use_tensor_cores
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert use_tensor_cores(torch.device(device)) is tf32
+    expected = FLOAT32_MATMUL_PRECISION if tf32 else "highest"
+    assert torch.get_float32_matmul_precision() == expected
+    assert torch.backends.cuda.matmul.allow_tf32 is tf32
+
+
+@pytest.mark.usefixtures("matmul_precision")
+def test_a_precision_the_program_chose_is_kept(monkeypatch):
+    import torch
+
+    from rnnt.lightning_cli import use_tensor_cores
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    torch.set_float32_matmul_precision("medium")
+    assert use_tensor_cores(torch.device("cuda:0"))
+    assert torch.get_float32_matmul_precision() == "medium"
+
+
+def test_every_run_decides_tf32_for_the_trainers_device(tiny_corpus, tmp_path, monkeypatch):
+    import torch
+
+    from rnnt import lightning_cli
+
+    devices = []
+    monkeypatch.setattr(lightning_cli, "use_tensor_cores", devices.append)
+    config = tiny_fit_config(tiny_corpus, tmp_path)
+    lightning_cli.make_cli(config, run=False)
+    assert devices == [torch.device("cpu")]
+
+
+def test_fit_with_model_compile_trains_the_encoder_compiled_in_one_graph(
+    tiny_corpus, tmp_path, monkeypatch
+):
+    # Inductor's code generation is torch's to test (and needs a C++ compiler on a CPU); what
+    # is ours: the flag reaches the module, the encoder runs compiled in training and
+    # validation, whole (one graph each, no graph break), and the checkpoint loads without
+    # the compile wrapper. A backend that records dynamo's graphs and runs them as they are.
+    import torch
+    import torch.nn.functional as F
+    from torch._dynamo.utils import counters
+
+    from rnnt.checkpoint import load_checkpoint
+    from tests.tiny import TINY_MODEL
+
+    graphs = []
+
+    def recording_backend(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    monkeypatch.setattr("rnnt.train.COMPILE_BACKEND", recording_backend)
+    torch._dynamo.reset()
+    counters.clear()
+    config = tiny_fit_config(tiny_corpus, tmp_path, max_steps=2, limit_val_batches=1)
+    config["data"].update(noise_path=None, max_batch_duration=4.0)
+    config["model"]["max_symbols_per_frame"] = 1
+    path = tmp_path / "fit.yaml"
+    path.write_text(yaml.safe_dump(config))
+    main(["fit", "--config", str(path), "--model.compile", "true"])
+    torch._dynamo.reset()
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert len(graphs) >= 2  # training and evaluation (dropout on and off)
+    for graph in graphs:
+        attention = [n for n in graph.graph.nodes if n.target is F.scaled_dot_product_attention]
+        assert len(attention) == TINY_MODEL["num_layers"]
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state_dict = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+    assert not [key for key in state_dict if "_orig_mod" in key]
+    model, _ = load_checkpoint(last)  # a plain Transducer, strict about parameter names
+    assert not hasattr(model.encoder, "_orig_mod")

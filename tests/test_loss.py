@@ -9,10 +9,12 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from rnnt.constants import BLANK_ID
+from rnnt.constants import BLANK_ID, LOSS_CHUNK_BYTES_GPU
 from rnnt.loss import fused_rnnt_loss, reference_rnnt_loss, rnnt_loss
 from rnnt.loss.lattice import _lattice_loss
+from rnnt.op_counts import count_ops
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "silu": F.silu}
 
@@ -121,21 +123,23 @@ def test_fused_rnnt_loss_gradcheck(activation):
     def loss_fn(enc, pred, weight, bias):
         return fused_rnnt_loss(
             enc, pred, weight, bias, targets, frame_lengths, target_lengths,
-            activation=activation, reduction="none", chunk_size=2,
+            activation=activation, reduction="none", chunk_bytes=1,
         )  # fmt: skip
 
     assert torch.autograd.gradcheck(loss_fn, inputs)
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-@pytest.mark.parametrize("chunk_size", [1, 3, 7, 10_000])
-def test_fused_loss_equals_plain(activation, chunk_size):
+# 1 byte: one frame per chunk; 2**40: the whole lattice in one; between: 2 and 3 frames of
+# the 3 x 5 x 7 cells of V=6, H=8 in float64 (a cell is 6 x 16 + 2 x 8 x 8 = 224 bytes).
+@pytest.mark.parametrize("chunk_bytes", [1, 2 * 21 * 224, 3 * 21 * 224, 2**40])
+def test_fused_loss_equals_plain(activation, chunk_bytes):
     gen = _gen(4)
     targets, frame_lengths, target_lengths = _ragged(gen, 3, 5, 4, 6, blank=1)
     inputs = _joiner_inputs(gen, 3, 5, 4, 6, 8)
     fused = fused_rnnt_loss(
         *inputs, targets, frame_lengths, target_lengths, blank=1, activation=activation,
-        chunk_size=chunk_size,
+        chunk_bytes=chunk_bytes,
     )  # fmt: skip
     logits = _joiner_logits(*inputs, activation)
     plain = rnnt_loss(logits, targets, frame_lengths, target_lengths, blank=1)
@@ -144,6 +148,32 @@ def test_fused_loss_equals_plain(activation, chunk_size):
         torch.autograd.grad(fused, inputs), torch.autograd.grad(plain, inputs), strict=True
     ):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("frames,tokens", [(1, 0), (1, 3), (5, 0), (2, 1)])
+def test_fused_loss_on_edge_lattices_equals_path_enumeration(frames, tokens):
+    # T=1 (every token at the one frame), U=0 (blanks only), inside a batch with a longer
+    # utterance, so that the short one's lattice is all padding but a corner.
+    gen = _gen(12 + 10 * frames + tokens)
+    vocab = 5
+    enc, pred, weight, bias = _joiner_inputs(gen, 2, frames + 2, tokens + 1, vocab, 6)
+    targets = torch.randint(1, vocab, (2, tokens + 1), generator=gen)
+    frame_lengths = torch.tensor([frames, frames + 2])
+    target_lengths = torch.tensor([tokens, tokens + 1])
+    losses = fused_rnnt_loss(
+        enc, pred, weight, bias, targets, frame_lengths, target_lengths, reduction="none",
+        chunk_bytes=1,
+    )  # fmt: skip
+    log_probs = _joiner_logits(enc, pred, weight, bias, "tanh").log_softmax(-1)
+    for b in range(2):
+        n_frames, n_tokens = int(frame_lengths[b]), int(target_lengths[b])
+        lattice = log_probs[b, :n_frames, : n_tokens + 1]
+        expected = _brute_force_nll(lattice, targets[b, :n_tokens].tolist(), BLANK_ID)
+        torch.testing.assert_close(losses[b], expected, rtol=1e-12, atol=1e-12)
+        got = torch.autograd.grad(losses[b], (enc, pred, weight, bias), retain_graph=True)
+        want = torch.autograd.grad(expected, (enc, pred, weight, bias), retain_graph=True)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
 
 
 def test_fused_loss_without_bias_in_float32_equals_plain():
@@ -180,7 +210,7 @@ def test_padding_changes_nothing_and_gets_zero_gradient():
 
     def fused(e, p, t):
         return fused_rnnt_loss(
-            e, p, weight, bias, t, frame_lengths, target_lengths, reduction="none", chunk_size=5
+            e, p, weight, bias, t, frame_lengths, target_lengths, reduction="none", chunk_bytes=5000
         )
 
     tight, padded = fused(enc, pred, targets), fused(enc_pad, pred_pad, targets_pad)
@@ -246,24 +276,45 @@ def test_reductions(fused):
         torch.testing.assert_close(g, w)
 
 
-def test_fused_loss_is_float32_under_bf16_autocast():
+class _MatmulDtypes(TorchDispatchMode):
+    """Records the input dtypes of every matrix product dispatched inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dtypes: set[torch.dtype] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm):
+            self.dtypes.update(x.dtype for x in args if isinstance(x, torch.Tensor))
+        return func(*args, **(kwargs or {}))
+
+
+def test_fused_loss_under_bf16_autocast_multiplies_in_bf16_within_stated_tolerance():
+    # The stated tolerance of bf16 autocast against float32: loss within 1e-3 relative,
+    # gradients within 1e-2 relative (L2). Measured here: 5e-4 and 5e-3 at most, as for the
+    # plain loss on autocast's bf16 joiner logits (5e-4 and 3e-3).
     gen = _gen(8)
-    targets, frame_lengths, target_lengths = _ragged(gen, 3, 6, 4, 7)
-    inputs = _joiner_inputs(gen, 3, 6, 4, 7, 8, dtype=torch.float32)
+    batch, frames, tokens, vocab, hidden = 4, 40, 12, 128, 64
+    targets, frame_lengths, target_lengths = _ragged(gen, batch, frames, tokens, vocab)
+    enc, pred, weight, bias = _joiner_inputs(
+        gen, batch, frames, tokens, vocab, hidden, torch.float32
+    )
+    with torch.no_grad():
+        weight /= hidden**0.5
+    inputs = (enc, pred, weight, bias)
     args = (targets, frame_lengths, target_lengths)
     want = fused_rnnt_loss(*inputs, *args)
     want_grads = torch.autograd.grad(want, inputs)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    matmuls = _MatmulDtypes()
+    with torch.autocast("cpu", dtype=torch.bfloat16), matmuls:
         got = fused_rnnt_loss(*inputs, *args)
         got_grads = torch.autograd.grad(got, inputs)
-        logits = _joiner_logits(*inputs, "tanh")  # bf16 under autocast
-        plain = rnnt_loss(logits, *args)
-    assert got.dtype == torch.float32 and logits.dtype == torch.bfloat16
-    assert plain.dtype == torch.float32
-    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert matmuls.dtypes == {torch.bfloat16}
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=0)
     for g, w in zip(got_grads, want_grads, strict=True):
         assert g.dtype == torch.float32
-        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)
+        assert (g - w).norm() <= 1e-2 * w.norm()
 
     bf16_inputs = [x.detach().bfloat16().requires_grad_() for x in inputs]
     loss = fused_rnnt_loss(*bf16_inputs, *args)
@@ -272,22 +323,27 @@ def test_fused_loss_is_float32_under_bf16_autocast():
     assert all(g.dtype == torch.bfloat16 for g in grads)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("frames,tokens", [(150, 40), (20, 90)])
-def test_long_lattice_occupancies_count_frames_and_tokens(frames, tokens):
+def test_long_lattice_occupancies_count_frames_and_tokens(frames, tokens, dtype):
     # Every path emits exactly T_b blanks and U_b labels, so the gradients w.r.t. the blank
     # and label log-probs sum to -T_b and -U_b: a check of alpha and beta on long, peaky
     # lattices in both loop orientations (over T and over U).
     gen = _gen(9)
     batch = 3
-    log_probs = (8 * torch.randn(batch, frames, tokens + 1, 2, generator=gen)).log_softmax(-1)
+    log_probs = 8 * torch.randn(batch, frames, tokens + 1, 2, generator=gen, dtype=dtype)
+    log_probs = log_probs.log_softmax(-1)
     frame_lengths = torch.tensor([frames, frames // 2, 1])
     target_lengths = torch.tensor([tokens, 0, tokens // 3])
     loss, grad_blank, grad_target = _lattice_loss(
         log_probs[..., 0], log_probs[..., 1], frame_lengths, target_lengths
     )
     assert torch.isfinite(loss).all() and (loss > 0).all()
-    torch.testing.assert_close(grad_blank.sum((1, 2)), -frame_lengths.double())
-    torch.testing.assert_close(grad_target.sum((1, 2)), -target_lengths.double())
+    assert loss.dtype == grad_blank.dtype == grad_target.dtype == dtype
+    # float32: each of the T x U occupancies carries its rounding; 1.1e-5 measured at 150 x 41
+    tolerance = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {}
+    torch.testing.assert_close(grad_blank.sum((1, 2)), -frame_lengths.to(dtype), **tolerance)
+    torch.testing.assert_close(grad_target.sum((1, 2)), -target_lengths.to(dtype), **tolerance)
     assert (grad_blank <= 0).all() and (grad_target <= 0).all()
 
 
@@ -312,6 +368,27 @@ def test_rnnt_loss_equals_torchaudio():
         torch.testing.assert_close(
             grad[b, :n_t, :n_u], expected[b, :n_t, :n_u], rtol=1e-4, atol=1e-5
         )
+
+
+def test_fused_loss_equals_torchaudio_in_float32():
+    torchaudio_functional = pytest.importorskip("torchaudio.functional")
+    gen = _gen(13)
+    batch, frames, tokens, vocab, hidden = 4, 60, 20, 64, 32
+    targets, frame_lengths, target_lengths = _ragged(gen, batch, frames, tokens, vocab)
+    targets = targets.clamp(min=1)  # torchaudio reads padding targets too
+    inputs = _joiner_inputs(gen, batch, frames, tokens, vocab, hidden, dtype=torch.float32)
+    args = (targets, frame_lengths, target_lengths)
+    ours = fused_rnnt_loss(*inputs, *args, chunk_bytes=50_000)  # several chunks
+    theirs = torchaudio_functional.rnnt_loss(
+        _joiner_logits(*inputs, "tanh"), *(x.int() for x in args), blank=BLANK_ID, clamp=-1
+    )
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-4)
+    for got, want in zip(
+        torch.autograd.grad(ours, inputs), torch.autograd.grad(theirs, inputs), strict=True
+    ):
+        # Sums over many cells in float32: both are ~5e-5 of the largest gradient away from
+        # float64 (measured), so they agree to a few 1e-4 of it.
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=3e-4 * want.abs().max().item())
 
 
 def _bad_call(case: str):
@@ -356,8 +433,8 @@ def _bad_call(case: str):
         "activation": lambda: fused_rnnt_loss(
             enc, pred, weight, bias, targets, frame_lengths, target_lengths, activation="gelu"
         ),
-        "chunk_size": lambda: fused_rnnt_loss(
-            enc, pred, weight, bias, targets, frame_lengths, target_lengths, chunk_size=0
+        "chunk_bytes": lambda: fused_rnnt_loss(
+            enc, pred, weight, bias, targets, frame_lengths, target_lengths, chunk_bytes=0
         ),
     }
     return calls[case]
@@ -379,9 +456,62 @@ def _bad_call(case: str):
         r"weight has shape \(4, 4\)",
         "encoder_lengths",
         "activation",
-        "chunk_size",
+        "chunk_bytes",
     ],
 )
 def test_invalid_arguments_are_named(message):
     with pytest.raises(ValueError, match=message):
         _bad_call(message)()
+
+
+def _meta_loss_ops(batch, frames, tokens, vocab, hidden, **kwargs):
+    """Ops of one fused forward + backward on the meta device (shapes only, no arithmetic)."""
+
+    def leaf(*shape):
+        return torch.empty(*shape, device="meta", requires_grad=True)
+
+    enc, pred = leaf(batch, frames, hidden), leaf(batch, tokens + 1, hidden)
+    weight, bias = leaf(vocab, hidden), leaf(vocab)
+    targets = torch.ones(batch, tokens, dtype=torch.long, device="meta")
+    frame_lengths = torch.full((batch,), frames, device="meta")
+    target_lengths = torch.full((batch,), tokens, device="meta")
+    with count_ops() as ops:
+        loss = fused_rnnt_loss(
+            enc, pred, weight, bias, targets, frame_lengths, target_lengths, validate=False,
+            **kwargs,
+        )  # fmt: skip
+        loss.backward()
+    return ops
+
+
+# The issue's reference batch: B=64, T=300, U=80, V=1024, H=640. Its fused loss dispatched
+# ~18,300 ops before (one block per utterance piece); documented now (README, benchmarks/loss.py):
+REFERENCE_BATCH = (64, 300, 80, 1024, 640)
+REFERENCE_KERNELS_AT_GPU_BUDGET = 1100
+
+
+def test_fused_loss_ops_do_not_grow_with_the_batch():
+    # With the whole lattice in one chunk, 8 or 64 utterances dispatch the same ops: a chunk
+    # spans the batch. What remains is two ops per lattice row of the shorter side.
+    ops = {b: _meta_loss_ops(b, 100, 40, 64, 32, chunk_bytes=2**50) for b in (8, 64)}
+    assert ops[8].kernels == ops[64].kernels
+    assert ops[8].by_op["logcumsumexp"] == 41  # alpha and beta in one loop over U+1 rows
+    one_frame = _meta_loss_ops(8, 100, 40, 64, 32, chunk_bytes=1)  # 100 chunks of one frame
+    # 18 ops a chunk (5 forward, 13 backward), plus concatenating the chunks' results
+    assert one_frame.kernels - ops[8].kernels <= 18 * 99 + 3
+
+
+def test_fused_loss_ops_at_the_reference_batch_are_documented():
+    ops = _meta_loss_ops(*REFERENCE_BATCH, chunk_bytes=LOSS_CHUNK_BYTES_GPU)
+    assert ops.kernels <= REFERENCE_KERNELS_AT_GPU_BUDGET
+    assert ops.host_reads == 0
+
+
+def test_fused_loss_reads_the_host_only_to_validate():
+    gen = _gen(11)
+    targets, frame_lengths, target_lengths = _ragged(gen, 3, 6, 4, 7)
+    inputs = _joiner_inputs(gen, 3, 6, 4, 7, 8, dtype=torch.float32)
+    for validate, reads in ((False, 0), (True, 3)):
+        with count_ops() as ops:
+            fused_rnnt_loss(*inputs, targets, frame_lengths, target_lengths, validate=validate)
+        assert ops.host_reads == reads, ops.reads_by_kind

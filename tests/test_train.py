@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shutil
@@ -242,7 +243,14 @@ def _module_with_trainer(tokenizer_path: Path, world_size: int):
 
     module = TransducerModule(str(tokenizer_path), model_overrides=TINY_MODEL)
     strategy = SimpleNamespace(reduce_boolean_decision=lambda decision, all=True: decision)
-    module._trainer = SimpleNamespace(strategy=strategy, world_size=world_size, global_step=0)
+    connector = SimpleNamespace(should_update_logs=False)
+    module._trainer = SimpleNamespace(
+        strategy=strategy,
+        world_size=world_size,
+        global_step=0,
+        log_every_n_steps=50,
+        _logger_connector=connector,
+    )
     return module
 
 
@@ -256,6 +264,9 @@ def _batch(counted: list[bool]) -> dict:
         "texts": ["a"] * size,
         "ids": [f"x:{i}" for i in range(size)],
         "counted": torch.tensor(counted),
+        "host_audio_lengths": [16_000] * size,
+        "host_target_lengths": [3] * size,
+        "host_counted": list(counted),
     }
 
 
@@ -264,21 +275,198 @@ def test_ddp_stand_in_batch_exchanges_zero_gradients(tiny_corpus):
     loss = module.training_step(_batch([False, False]), 0)
     assert loss.item() == 0
     loss.backward()
-    module.on_after_backward()
     # Every parameter takes part (DDP waits for all of them), with a zero gradient.
     for name, parameter in module.named_parameters():
         assert parameter.grad is not None and not parameter.grad.any(), name
 
 
-def test_ddp_non_finite_step_runs_backward_then_drops_the_gradients(tiny_corpus):
-    module = _module_with_trainer(tiny_corpus / "tokenizer.model", world_size=2)
-    module.model.forward = lambda *args: next(module.parameters()).sum() * float("nan")
-    loss = module.training_step(_batch([True]), 0)  # DDP forbids returning None
-    assert loss is not None and loss.item() == 0
+def _one_step(module, batch: dict, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """What Lightning does in one step: training_step, backward, the hook, the optimizer."""
+    optimizer.zero_grad()
+    loss = module.training_step(batch, 0)
     loss.backward()
-    module.on_after_backward()
+    module.on_before_optimizer_step(optimizer)
+    optimizer.step()
+    return loss
+
+
+def test_a_non_finite_step_is_skipped_on_the_device_by_fused_adamw(tiny_corpus):
+    from rnnt.op_counts import count_ops
+    from rnnt.optim import adamw, is_fused
+
+    module = _module_with_trainer(tiny_corpus / "tokenizer.model", world_size=1)
+    optimizer = adamw(module.named_parameters(), weight_decay=0.1, lr=1e-3)
+    assert is_fused(optimizer)  # CPU and CUDA have the fused kernel (torch >= 2.4)
+    _one_step(module, _batch([True, True]), optimizer)  # moments and step counts exist now
+    before = {name: p.detach().clone() for name, p in module.named_parameters()}
+    state = {k: v.clone() for k, v in optimizer.state[next(module.parameters())].items()}
+    module.model.forward = lambda *args, **kwargs: next(module.parameters()).sum() * float("nan")
+    with count_ops() as counts:
+        loss = _one_step(module, _batch([True]), optimizer)
+    assert not torch.isfinite(loss)
+    # Backward ran on the NaN loss, yet nothing moved: weights, moments, step counts.
+    for name, parameter in module.named_parameters():
+        assert torch.equal(parameter, before[name]), name
+    after = optimizer.state[next(module.parameters())]
+    assert all(torch.equal(after[key], value) for key, value in state.items())
+    # Decided on the device: the host never read the loss or the flag.
+    assert counts.host_reads == 0, counts.reads_by_kind
+
+
+def test_without_fused_adamw_a_non_finite_step_drops_the_gradients(tiny_corpus):
+    module = _module_with_trainer(tiny_corpus / "tokenizer.model", world_size=2)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3, foreach=True)
+    module.model.forward = lambda *args, **kwargs: next(module.parameters()).sum() * float("nan")
+    before = {name: p.detach().clone() for name, p in module.named_parameters()}
+    loss = _one_step(module, _batch([True]), optimizer)  # DDP forbids returning None
+    assert loss is not None and not torch.isfinite(loss)
     # AdamW skips parameters without gradients: no update, no weight decay, no moment step.
     assert all(parameter.grad is None for parameter in module.parameters())
+    for name, parameter in module.named_parameters():
+        assert torch.equal(parameter, before[name]), name
+
+
+def test_adamw_is_fused_only_where_the_device_has_the_kernel():
+    from rnnt.optim import adamw, is_fused
+
+    cpu = torch.nn.Linear(2, 2)
+    assert is_fused(adamw(cpu.named_parameters(), weight_decay=0.1))
+    # Float16 training's gradient scaler unscales inside a fused step, after clipping.
+    assert not is_fused(adamw(cpu.named_parameters(), weight_decay=0.1, allow_fused=False))
+    meta = torch.nn.Linear(2, 2, device="meta")  # a device without it: foreach, no error
+    optimizer = adamw(meta.named_parameters(), weight_decay=0.1)
+    assert not is_fused(optimizer)
+    # Weight decay shrinks weight matrices only, not biases (nor norms and embeddings).
+    assert [len(group["params"]) for group in optimizer.param_groups] == [1, 1]
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [0.1, 0.0]
+
+
+def test_non_finite_guard_counts_on_the_device_and_raises_on_a_run_seen_late(caplog):
+    from rnnt.op_counts import count_ops
+    from rnnt.optim import NonFiniteGuard, NonFiniteLossError
+
+    guard = NonFiniteGuard(max_in_a_row=3)
+    nan, one = torch.tensor(float("nan")), torch.tensor(1.0)
+    with count_ops() as counts:
+        flags = []
+        for step, loss in enumerate([one, nan, nan, one]):
+            flags.append(guard.update(loss, step))
+            guard.found_inf = None  # the optimizer took it
+    assert counts.host_reads == 0
+    assert [float(flag) for flag in flags] == [0, 1, 1, 0]
+    with caplog.at_level("WARNING", logger="rnnt.optim"):
+        guard.check()  # a run of 2: a warning, no error
+    assert (
+        "step 2: non-finite loss (nan), step skipped (2 in a row); 2 steps skipped" in caplog.text
+    )
+    for step in range(4, 7):  # a run of 3, over before the check looks
+        guard.update(nan, step)
+        guard.found_inf = None
+    guard.update(one, 7)
+    with pytest.raises(NonFiniteLossError, match="3 training steps in a row"):
+        guard.check()
+
+
+def test_non_finite_guard_taints_an_accumulated_update_by_any_of_its_losses():
+    from rnnt.optim import NonFiniteGuard
+
+    guard = NonFiniteGuard(max_in_a_row=3)
+    guard.update(torch.tensor(float("inf")), 0)
+    assert float(guard.update(torch.tensor(1.0), 0)) == 1.0  # micro-batches of one update
+
+
+def test_a_stop_for_non_finite_losses_may_come_one_logging_interval_late(tiny_corpus, tmp_path):
+    from rnnt.train import NonFiniteLossError
+
+    config = tiny_fit_config(tiny_corpus, tmp_path, limit_val_batches=0, log_every_n_steps=4)
+    config["model"]["max_nonfinite_steps"] = 2
+    cli = make_cli(config, run=False, root_dir=str(tmp_path))
+    module = cli.model
+    module.model.forward = lambda *args, **kwargs: next(module.parameters()).sum() * float("nan")
+    with pytest.raises(NonFiniteLossError, match="4 training steps in a row"):
+        cli.trainer.fit(module, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 4  # read at the first logging step, not at step 2
+
+
+@pytest.mark.parametrize("by_value", [False, True])
+def test_clip_gradients_computes_the_norm_once_for_clipping_and_the_log(by_value):
+    from rnnt.op_counts import count_ops
+    from rnnt.optim import clip_gradients
+
+    layer = torch.nn.Linear(50, 50)
+    layer(torch.randn(8, 50)).square().sum().backward()
+    grads = [p.grad.clone() for p in layer.parameters()]
+    expected = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))
+    with count_ops() as counts:
+        norm = clip_gradients(layer.parameters(), 0.01, by_value=by_value, measure=True)
+    torch.testing.assert_close(norm, expected)  # the norm before clipping, for the log
+    assert counts.host_reads == 0 and counts.by_op["_foreach_norm"] == 1
+    clipped = torch.cat([p.grad.flatten() for p in layer.parameters()])
+    if by_value:
+        assert clipped.abs().max() <= 0.01
+    else:
+        torch.testing.assert_close(torch.linalg.vector_norm(clipped), torch.tensor(0.01))
+    assert clip_gradients(layer.parameters(), 0.0, by_value=False, measure=False) is None
+
+
+class _HostReadsPerStep(pl.Callback):
+    """Host reads of tensor values from the start of each training step to the start of the
+    next (its forward, backward, optimizer step, logging and progress bar), and whether the
+    trainer logged at that step."""
+
+    def __init__(self, counts) -> None:
+        self.counts = counts
+        self.starts: list[tuple[int, bool]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        from rnnt.callbacks import logs_this_step
+
+        self.starts.append((self.counts.host_reads, logs_this_step(trainer)))
+
+    def steps(self) -> list[tuple[int, bool]]:
+        """(host reads, logging step?) of every step but the last."""
+        return [(b[0] - a[0], a[1]) for a, b in itertools.pairwise(self.starts)]
+
+
+# Reads at a logging step: the logger's three values (train_loss, train_audio_seconds,
+# grad_norm), the progress bar's train_loss and the non-finite guard's counts.
+HOST_READS_PER_LOGGING_STEP = 5
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_a_training_step_reads_no_device_value_outside_logging_steps(
+    tiny_corpus, tmp_path, precision
+):
+    """Every read of a tensor value on the host would stall a GPU; outside the steps where the
+    trainer logs, a step (gradient clipping, progress bar and checkpoint callbacks on) makes
+    none. On this CPU every tensor is a host tensor, so every read is counted."""
+    from rnnt.op_counts import count_ops
+
+    config = tiny_fit_config(
+        tiny_corpus,
+        tmp_path,
+        max_steps=7,
+        limit_val_batches=0,
+        log_every_n_steps=3,
+        precision=precision,
+    )
+    config["trainer"]["enable_progress_bar"] = True
+    # Audio is loaded and collated in a worker process, as in every real run (NUM_WORKERS):
+    # host-only tensors, out of this process's count.
+    config["data"].update(noise_path=None, num_workers=1)
+    cli = make_cli(config, run=False, root_dir=str(tmp_path))
+    assert cli.trainer.gradient_clip_val  # the default clipping takes part
+    with count_ops() as counts:
+        probe = _HostReadsPerStep(counts)
+        cli.trainer.callbacks.append(probe)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    steps = probe.steps()
+    assert [logging for _, logging in steps] == [False, False, True, False, False, True]
+    assert [reads for reads, logging in steps if not logging] == [0, 0, 0, 0]
+    assert [reads for reads, logging in steps if logging] == [HOST_READS_PER_LOGGING_STEP] * 2
+    assert cli.trainer.optimizers[0].param_groups[0]["fused"]
+    # The progress bar still shows the loss, as read at the last logging step.
+    assert "train_loss=" in cli.trainer.progress_bar_callback.train_progress_bar.postfix
 
 
 def test_loading_a_checkpoint_adopts_the_fields_that_give_its_weights_their_meaning(
@@ -378,3 +566,46 @@ def test_init_from_another_model_size_or_a_missing_file_is_a_one_line_error(
     error = capsys.readouterr().err
     assert error.startswith("rnnt fit: error: ") and error.count("\n") == 1
     assert str(missing) in error and "init_from" in error
+
+
+class _NoSyncOutsideLogging(pl.Callback):
+    """Makes any CUDA synchronisation an error from the start of each non-logging training
+    step to the start of the next one (torch.cuda.set_sync_debug_mode); not in the last
+    step, after which the run ends (checkpoint, epoch-end checks)."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        from rnnt.callbacks import logs_this_step
+
+        last = trainer.global_step + 1 >= trainer.max_steps
+        strict = not (logs_this_step(trainer) or last)
+        torch.cuda.set_sync_debug_mode("error" if strict else "default")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_training_step_does_not_synchronize_outside_logging_steps(tiny_corpus, tmp_path):
+    """The GPU form of the host-read count: bf16-mixed steps on CUDA where any
+    synchronising call (a device read, a blocking copy either way) raises. The CTC term is
+    off: ATen's CUDA CTC loss uploads the lengths with blocking copies whatever we give it."""
+    from tests.tiny import TINY_MODEL
+
+    config = tiny_fit_config(
+        tiny_corpus,
+        tmp_path,
+        accelerator="gpu",
+        precision="bf16-mixed",
+        max_steps=7,
+        limit_val_batches=0,
+        log_every_n_steps=3,
+    )
+    config["model"]["model_overrides"] = {**TINY_MODEL, "ctc_weight": 0.0}
+    config["data"].update(noise_path=None, num_workers=1)
+    cli = make_cli(config, run=False, root_dir=str(tmp_path))
+    cli.trainer.callbacks.append(_NoSyncOutsideLogging())
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert cli.trainer.global_step == 7

@@ -147,6 +147,79 @@ def test_ctc_loss_is_torch_ctc_and_off_when_weight_is_zero():
     assert no_ctc.ctc_head is None
 
 
+def test_host_lengths_give_the_same_loss_and_gradients_without_a_host_read():
+    """The training path: lengths from the loader's host lists, targets checked by the
+    dataset. In training mode (feature statistics, SpecAugment) it reads no device value."""
+    import copy
+
+    from rnnt.op_counts import count_ops
+
+    torch.manual_seed(0)
+    model = Transducer(config_from_preset("tiny", 7, **SMALL)).train()
+    assert model.ctc_head is not None  # the CTC term takes part
+    other = copy.deepcopy(model)
+    audio, audio_lengths, targets, target_lengths = _batch(7)
+    torch.manual_seed(1)  # the same SpecAugment masks and dropout in both
+    expected = model(audio, audio_lengths, targets, target_lengths)
+    expected.backward()
+    host_audio_lengths, host_target_lengths = audio_lengths.tolist(), target_lengths.tolist()
+    torch.manual_seed(1)
+    with count_ops() as counts:
+        loss = other(
+            audio,
+            audio_lengths,
+            targets,
+            target_lengths,
+            host_audio_lengths=host_audio_lengths,
+            host_target_lengths=host_target_lengths,
+            validate=False,
+        )
+        loss.backward()
+    assert counts.host_reads == 0, counts.reads_by_kind
+    torch.testing.assert_close(loss, expected)
+    for (name, p), q in zip(model.named_parameters(), other.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, msg=name)
+    assert torch.equal(other.normalizer.mean, model.normalizer.mean)  # updated alike
+
+
+def test_host_encoder_lengths_are_those_of_encode():
+    model = Transducer(config_from_preset("tiny", 7, **SMALL)).eval()
+    samples = [80, 159, 160, 161, 479, 480, 640, 641, 12_345, 16_000]
+    audio = torch.zeros(len(samples), max(samples))
+    _, encoder_lengths = model.encode(audio, torch.tensor(samples))
+    host = model.host_encoder_lengths(samples)
+    assert host.device.type == "cpu" and torch.equal(host, encoder_lengths)
+
+
+def test_the_ctc_term_gets_the_host_lengths(monkeypatch):
+    """F.ctc_loss reads its lengths on the host: device tensors would be copied back to it
+    (a sync on a GPU), so the training path hands it CPU tensors."""
+    model = Transducer(config_from_preset("tiny", 7, **SMALL)).eval()
+    audio, audio_lengths, targets, target_lengths = _batch(7)
+    seen = {}
+    ctc_loss = torch.nn.functional.ctc_loss
+
+    def spy(log_probs, targets, input_lengths, target_lengths, **kwargs):
+        seen.update(input_lengths=input_lengths, target_lengths=target_lengths)
+        return ctc_loss(log_probs, targets, input_lengths, target_lengths, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "ctc_loss", spy)
+    encoder_out, encoder_lengths = model.encode(audio, audio_lengths)
+    host = model.host_encoder_lengths(audio_lengths.tolist())
+    model.loss(
+        encoder_out,
+        encoder_lengths,
+        targets,
+        target_lengths,
+        host_encoder_lengths=host,
+        host_target_lengths=target_lengths.tolist(),
+        validate=False,
+    )
+    assert seen["input_lengths"] is host  # not the encoder's (device) lengths
+    assert seen["target_lengths"].device.type == "cpu"
+    assert seen["target_lengths"].tolist() == target_lengths.tolist()
+
+
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
     model = Transducer(config_from_preset("tiny", 7, **SMALL)).train()

@@ -15,8 +15,8 @@
   ``MAX_BATCH_LATTICE_CELLS`` padded lattice cells B x T' x (U+1) (the loss's memory); under
   DDP every rank gets a disjoint share and the same number of batches: ``rnnt.data.sampling``;
 * ``TransducerDataset`` runs in the workers: loads audio, adds background noise (training),
-  tokenizes, pads; its batch dicts are described in ``rnnt.data.dataset``. Unreadable audio is
-  skipped with a warning and a running count;
+  tokenizes, pads; its batch dicts are described in ``rnnt.data.dataset``. Unreadable audio and
+  invalid targets are skipped with a warning and a running count;
 * the loaders skip batches that failed entirely and resume mid-epoch; val/test loaders have
   an exact ``len()``, every loader an ``estimated_length`` (progress bars): ``rnnt.data.loader``.
 

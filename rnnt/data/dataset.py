@@ -1,13 +1,18 @@
 """Worker side of the data pipeline: a batch of cuts -> loaded, noised, tokenized, padded.
 
 ``TransducerDataset`` runs in the data-loader workers: loads each cut's audio as 16 kHz mono
-(``rnnt.data.audio``), adds background noise (training), tokenizes, and pads with ``collate``.
-Unreadable audio is skipped with a warning and a running count.
+(``rnnt.data.audio``), tokenizes and checks the targets, adds background noise (training), and
+pads with ``collate``. Unreadable audio and invalid targets are skipped with a warning and a
+running count: the training step's loss trusts the batches and checks nothing itself (its
+checks would read device values on the host, a sync on a GPU).
 
 Batches are dicts: ``audio`` (B, S) float32 at 16 kHz, ``audio_lengths`` (B,) int64 samples,
 ``targets`` (B, U) int64 padded with 0, ``target_lengths`` (B,) int64, ``texts`` list of B
 normalised transcripts, ``ids`` list of B utterance ids (``"{manifest name}:{line}"``),
 ``counted`` (B,) bool: False for DDP stand-ins and sampler copies (see ``TransducerDataset``).
+``host_audio_lengths``, ``host_target_lengths`` (lists of B ints) and ``host_counted`` (list of
+B bools) repeat those values as Python objects: Lightning moves tensors to the device, never
+lists, so the step reads them on the host without waiting for the device.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from lhotse import CutSet
 from lhotse.cut import Cut
 from torch.utils.data import Dataset
 
-from rnnt.constants import DDP_PLACEHOLDER_SECONDS, SAMPLE_RATE
+from rnnt.constants import BLANK_ID, DDP_PLACEHOLDER_SECONDS, MIN_AUDIO_DURATION_S, SAMPLE_RATE
 from rnnt.data.audio import describe_error, load_mono
 from rnnt.data.augment import BackgroundNoise
 from rnnt.data.tokenizer import Tokenizer
@@ -36,8 +41,9 @@ class TransducerDataset(Dataset):
     """Maps a ``CutSet`` (one batch chosen by the sampler) to a padded batch dict.
 
     Runs in data-loader workers. A cut whose audio cannot be loaded (missing, corrupt,
-    truncated, non-finite samples) is skipped with a warning and counted in
-    ``num_skipped`` (shared by all workers). When every cut of a batch fails: with one
+    truncated, non-finite samples) or that gives no feature frame, or whose token ids are not
+    all in ``[0, V)`` and other than blank (``target_problem``), is skipped with a warning
+    naming it and counted in ``num_skipped`` (shared by all workers). When every cut of a batch fails: with one
     process (``world_size == 1``) the result is ``None`` and ``SkippingDataLoader`` (``rnnt.data.loader``) moves on
     to the next batch; under DDP every rank must run the same number of steps (each step is
     a collective), so this worker's last good batch stands in (or, before it has one,
@@ -67,7 +73,7 @@ class TransducerDataset(Dataset):
 
     @property
     def num_skipped(self) -> int:
-        """Utterances skipped so far for unreadable audio, over all workers."""
+        """Utterances skipped so far (unreadable audio, invalid targets), over all workers."""
         return int(self._skipped.value) if self._skipped is not None else 0
 
     def _generator(self) -> np.random.Generator:
@@ -83,38 +89,39 @@ class TransducerDataset(Dataset):
             try:
                 waveform = load_mono(cut)
             except Exception as error:  # any decoder failure: one bad file must not stop a run
-                self._count_skip(cut, error)
+                source = cut.recording.sources[0].source if cut.has_recording else "?"
+                why = f"{type(error).__name__}: {describe_error(error)}"
+                self._count_skip(cut, f"cannot load audio {source} ({why})")
+                continue
+            text = cut.supervisions[0].text
+            tokens = self.tokenizer.encode(text)
+            problem = target_problem(tokens, self.tokenizer.num_classes, waveform.numel())
+            if problem is not None:
+                self._count_skip(cut, problem)
                 continue
             if self.noise is not None:
                 waveform = self.noise(waveform, self._generator())
-            text = cut.supervisions[0].text
             waveforms.append(waveform)
-            token_ids.append(torch.tensor(self.tokenizer.encode(text), dtype=torch.int64))
+            token_ids.append(torch.tensor(tokens, dtype=torch.int64))
             texts.append(text)
             ids.append(cut.id)
         if not waveforms:
             return self._fallback(cuts)
         batch = collate(waveforms, token_ids, texts, ids)
-        batch["counted"] = torch.tensor([not is_sampler_copy(cut_id) for cut_id in ids])
+        counted = [not is_sampler_copy(cut_id) for cut_id in ids]
+        batch["counted"] = torch.tensor(counted)
+        batch["host_counted"] = counted
         if self.world_size > 1:
             self._last_good = batch
         return batch
 
-    def _count_skip(self, cut: Cut, error: Exception) -> None:
+    def _count_skip(self, cut: Cut, reason: str) -> None:
         total = 0
         if self._skipped is not None:
             with self._skipped.get_lock():
                 self._skipped.value += 1
                 total = self._skipped.value
-        source = cut.recording.sources[0].source if cut.has_recording else "?"
-        logger.warning(
-            "skipping utterance %s: cannot load audio %s (%s: %s); %d skipped so far",
-            cut.id,
-            source,
-            type(error).__name__,
-            describe_error(error),
-            total,
-        )
+        logger.warning("skipping utterance %s: %s; %d skipped so far", cut.id, reason, total)
 
     def _fallback(self, cuts: CutSet) -> dict | None:
         logger.warning("every utterance of a batch failed to load (%s)", ", ".join(cuts.ids))
@@ -130,6 +137,7 @@ class TransducerDataset(Dataset):
                 for key, value in self._last_good.items()
             }
         stand_in["counted"] = torch.zeros(len(stand_in["texts"]), dtype=torch.bool)
+        stand_in["host_counted"] = [False] * len(stand_in["texts"])
         return stand_in
 
     def __getstate__(self) -> dict:
@@ -143,22 +151,49 @@ class TransducerDataset(Dataset):
 def collate(
     waveforms: list[torch.Tensor], token_ids: list[torch.Tensor], texts: list[str], ids: list[str]
 ) -> dict:
-    """Pad B waveforms (S_b,) and B token sequences (U_b,) into the batch dict (zeros pad)."""
-    audio_lengths = torch.tensor([w.numel() for w in waveforms], dtype=torch.int64)
-    target_lengths = torch.tensor([t.numel() for t in token_ids], dtype=torch.int64)
-    audio = torch.zeros(len(waveforms), int(audio_lengths.max()), dtype=torch.float32)
-    targets = torch.zeros(len(token_ids), int(target_lengths.max()), dtype=torch.int64)
+    """Pad B waveforms (S_b,) and B token sequences (U_b,) into the batch dict (zeros pad).
+
+    The lengths come twice: as int64 tensors, which go to the device with the batch, and as
+    lists of ints (``host_audio_lengths``, ``host_target_lengths``), which stay on the host.
+    """
+    audio_lengths = [w.numel() for w in waveforms]
+    target_lengths = [t.numel() for t in token_ids]
+    audio = torch.zeros(len(waveforms), max(audio_lengths), dtype=torch.float32)
+    targets = torch.zeros(len(token_ids), max(target_lengths), dtype=torch.int64)
     for row, (waveform, tokens) in enumerate(zip(waveforms, token_ids, strict=True)):
         audio[row, : waveform.numel()] = waveform
         targets[row, : tokens.numel()] = tokens
     return {
         "audio": audio,
-        "audio_lengths": audio_lengths,
+        "audio_lengths": torch.tensor(audio_lengths, dtype=torch.int64),
         "targets": targets,
-        "target_lengths": target_lengths,
+        "target_lengths": torch.tensor(target_lengths, dtype=torch.int64),
         "texts": texts,
         "ids": ids,
+        "host_audio_lengths": audio_lengths,
+        "host_target_lengths": target_lengths,
     }
+
+
+def target_problem(token_ids: list[int], num_classes: int, num_samples: int) -> str | None:
+    """Why an utterance cannot be a training target, or None if it can.
+
+    The transducer loss needs every token id in ``[0, V)`` and other than blank, and at least
+    one encoder frame: audio of ``MIN_AUDIO_DURATION_S`` or more. A mismatched tokenizer or a
+    corrupt piece gives the first; audio shortened by speed perturbation, the second.
+    """
+    for position, token in enumerate(token_ids):
+        if token == BLANK_ID or not 0 <= token < num_classes:
+            return (
+                f"target token id {token} at position {position} must be in [0, V={num_classes}) "
+                f"and not blank ({BLANK_ID}); is the tokenizer the model's?"
+            )
+    if num_samples < MIN_AUDIO_DURATION_S * SAMPLE_RATE:
+        return (
+            f"{num_samples} samples of audio is shorter than {MIN_AUDIO_DURATION_S:g} s "
+            "(not one feature frame)"
+        )
+    return None
 
 
 def is_sampler_copy(cut_id: str) -> bool:

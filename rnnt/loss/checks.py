@@ -26,9 +26,14 @@ def _check_lattice_args(
     blank: int,
     reduction: str,
     device: torch.device,
+    validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Validate targets and lengths; return them as int64 on ``device``, targets (B, U+1)
-    with every padding position (and an extra last column) set to blank."""
+    with every padding position (and an extra last column) set to blank.
+
+    Shapes and dtypes are always checked. ``validate=False`` skips the checks of the
+    values (lengths in range, targets non-blank ids): they read the tensors on the host, a
+    sync on a GPU, and a training step's batches were checked by the dataset already."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"{fn}: reduction={reduction!r}; use one of {REDUCTIONS}")
     if not 0 <= blank < num_classes:
@@ -48,6 +53,32 @@ def _check_lattice_args(
             f"{fn}: targets has {targets.size(1)} columns but the lattice has U+1={tokens + 1} "
             f"token positions; targets must be (B, U) for U+1 = the U axis of the scores"
         )
+    if validate:
+        _check_lengths(fn, frames_name, frames, tokens, frame_lengths, target_lengths)
+    frame_lengths = frame_lengths.to(device=device, dtype=torch.long)
+    target_lengths = target_lengths.to(device=device, dtype=torch.long)
+    targets = targets.to(device=device, dtype=torch.long)
+    inside = torch.arange(tokens, device=device) < target_lengths[:, None]
+    if validate:
+        bad = inside & ((targets < 0) | (targets >= num_classes) | (targets == blank))
+        if bool(bad.any()):
+            b, u = (int(x) for x in bad.nonzero()[0])
+            raise ValueError(
+                f"{fn}: targets[{b}, {u}] = {int(targets[b, u])} must be a token id in "
+                f"[0, V={num_classes}) other than blank={blank} (tokenizer id i is model id i + 1)"
+            )
+    targets = F.pad(torch.where(inside, targets, blank), (0, 1), value=blank)
+    return targets, frame_lengths, target_lengths
+
+
+def _check_lengths(
+    fn: str,
+    frames_name: str,
+    frames: int,
+    tokens: int,
+    frame_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+) -> None:
     frame_list = frame_lengths.tolist()
     target_list = target_lengths.tolist()
     for b, (n_frames, n_tokens) in enumerate(zip(frame_list, target_list, strict=True)):
@@ -61,19 +92,6 @@ def _check_lattice_args(
                 f"{fn}: target_lengths[{b}] = {n_tokens} is outside [0, U={tokens}] "
                 f"(U = targets.size(1))"
             )
-    frame_lengths = frame_lengths.to(device=device, dtype=torch.long)
-    target_lengths = target_lengths.to(device=device, dtype=torch.long)
-    targets = targets.to(device=device, dtype=torch.long)
-    inside = torch.arange(tokens, device=device) < target_lengths[:, None]
-    bad = inside & ((targets < 0) | (targets >= num_classes) | (targets == blank))
-    if bool(bad.any()):
-        b, u = (int(x) for x in bad.nonzero()[0])
-        raise ValueError(
-            f"{fn}: targets[{b}, {u}] = {int(targets[b, u])} must be a token id in "
-            f"[0, V={num_classes}) other than blank={blank} (tokenizer id i is model id i + 1)"
-        )
-    targets = F.pad(torch.where(inside, targets, blank), (0, 1), value=blank)
-    return targets, frame_lengths, target_lengths
 
 
 def _describe(x: object) -> str:

@@ -20,6 +20,18 @@ import torch.nn.functional as F
 _LOG_ZERO = -1.0e30
 
 
+def _reversal_index(
+    len_i: torch.Tensor, len_j: torch.Tensor, size_i: int, size_j: int, shift_i: int = 0
+) -> torch.Tensor:
+    """Flat indices (B, I, J) into a (B, I*J) grid of cell (len_i-1-i+shift_i, len_j-1-j):
+    each utterance's grid turned by 180 degrees (its own corner to corner), clamped inside."""
+    i = torch.arange(size_i, device=len_i.device).view(1, size_i, 1)
+    j = torch.arange(size_j, device=len_i.device).view(1, 1, size_j)
+    source_i = (len_i.view(-1, 1, 1) - 1 - i + shift_i).clamp(0, size_i - 1)
+    source_j = (len_j.view(-1, 1, 1) - 1 - j).clamp(0, size_j - 1)
+    return source_i * size_j + source_j
+
+
 def _lattice_occupancy(
     step_i: torch.Tensor, step_j: torch.Tensor, len_i: torch.Tensor, len_j: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -29,50 +41,51 @@ def _lattice_occupancy(
     that of (i, j) -> (i, j+1); entries outside utterance b's grid are ignored. Returns the
     occupancy (d log Z / d weight) of both edge kinds, (B, I, J) each, and log Z, (B,).
 
-    The outer loop runs over I; inside a row the recursion along j is a linear recurrence in
-    the log domain, solved at once with a prefix sum and a logcumsumexp.
+    One loop over I of two ops a row computes alpha and beta together: beta is the alpha of
+    each utterance's grid turned by 180 degrees, stacked under the original along the batch.
+    Inside a row the recursion along j is a linear recurrence in the log domain; relative to
+    the row's prefix sums of ``step_j`` it is one logcumsumexp:
+
+        a[i] = logcumsumexp(a[i-1] + d[i]),   alpha[i] = a[i] + prefix[i],
+        d[i] = prefix[i-1] + step_i[i-1] - prefix[i]   (d[0] = -prefix[0]).
     """
     batch, size_i, size_j = step_i.shape
     i = torch.arange(size_i, device=step_i.device).view(1, size_i, 1)
     j = torch.arange(size_j, device=step_i.device).view(1, 1, size_j)
     len_i = len_i.view(batch, 1, 1)
     len_j = len_j.view(batch, 1, 1)
-    row_inside = i < len_i
     step_i_ok = (i + 1 < len_i) & (j < len_j)
-    step_j_ok = row_inside & (j + 1 < len_j)
+    step_j_ok = (i < len_i) & (j + 1 < len_j)
+    # The turned grid: its edge (i, j) -> (i+1, j) is the original's edge into the cell
+    # turned from (i, j), leaving the cell turned from (i+1, j).
+    flat = (batch, size_i * size_j)
+    turn = _reversal_index(len_i, len_j, size_i, size_j)
+    turn_i = _reversal_index(len_i, len_j, size_i, size_j, shift_i=-1)
+    turn_j = turn - 1  # the cell left of the turned one; its edge points right
+    turned_i = step_i.reshape(flat).gather(1, turn_i.view(flat)).view_as(step_i)
+    turned_j = step_j.reshape(flat).gather(1, turn_j.clamp(min=0).view(flat)).view_as(step_j)
     # Zero (not -inf) outside the grid keeps the prefix sums finite; those cells are never
     # read by a cell inside the grid, and their occupancy is masked below.
-    step_i = torch.where(step_i_ok, step_i, 0.0)
-    step_j = torch.where(step_j_ok, step_j, 0.0)
-    prefix = F.pad(step_j[..., :-1], (1, 0)).cumsum(-1)  # prefix[..., j] = sum_{l<j} step_j
-
-    alpha = torch.empty_like(step_i)
-    entering = torch.full((batch, size_j), _LOG_ZERO, dtype=step_i.dtype, device=step_i.device)
-    entering[:, 0] = 0.0
-    for row in range(size_i):
-        if row > 0:
-            entering = alpha[:, row - 1] + step_i[:, row - 1]
-        alpha[:, row] = prefix[:, row] + torch.logcumsumexp(entering - prefix[:, row], dim=-1)
-
-    # beta (to the last node, inclusive) runs right to left; working on j-flipped copies
-    # turns its suffix sums into prefix sums.
-    step_i_rev = step_i.flip(-1)
-    prefix_rev = prefix.flip(-1)
-    is_end_rev = ((i == len_i - 1) & (j == len_j - 1)).flip(-1)
-    beta_rev = torch.empty_like(step_i)
-    below = torch.full((batch, size_j), _LOG_ZERO, dtype=step_i.dtype, device=step_i.device)
-    for row in reversed(range(size_i)):
-        leaving = torch.where(is_end_rev[:, row], 0.0, step_i_rev[:, row] + below)
-        below = torch.logcumsumexp(leaving + prefix_rev[:, row], dim=-1) - prefix_rev[:, row]
-        below = torch.where(row_inside[:, row], below, _LOG_ZERO)
-        beta_rev[:, row] = below
-    beta = beta_rev.flip(-1)
-
-    log_z = alpha.gather(1, (len_i - 1).expand(batch, 1, size_j))
-    log_z = log_z.squeeze(1).gather(1, (len_j - 1).view(batch, 1)).view(batch)
+    ok_i, ok_j = torch.cat([step_i_ok, step_i_ok]), torch.cat([step_j_ok, step_j_ok])
+    steps_i = torch.where(ok_i, torch.cat([step_i, turned_i]), 0.0)
+    steps_j = torch.where(ok_j, torch.cat([step_j, turned_j]), 0.0)
+    prefix = F.pad(steps_j[..., :-1], (1, 0)).cumsum(-1)  # prefix[..., j] = sum_{l<j} step_j
+    entering = F.pad((prefix + steps_i)[:, :-1], (0, 0, 1, 0))  # prefix[i-1] + step_i[i-1]
+    rows = (entering - prefix).unbind(1)
+    reduced = torch.full_like(prefix[:, 0], _LOG_ZERO)
+    reduced[:, 0] = 0.0  # entering row 0: every path starts at (0, 0)
+    alphas = []
+    for row in rows:
+        reduced = torch.logcumsumexp(reduced + row, dim=-1)
+        alphas.append(reduced)
+    both = (torch.stack(alphas, dim=1) + prefix).view(2, batch, size_i * size_j)
+    alpha = both[0].view_as(step_i)
+    turned_alpha = both[1]
+    beta = turned_alpha.gather(1, turn.view(flat)).view_as(step_i)
+    beta_below = turned_alpha.gather(1, turn_i.view(flat)).view_as(step_i)  # beta[i+1, j]
+    beta_right = turned_alpha.gather(1, turn_j.clamp(min=0).view(flat)).view_as(step_i)
+    log_z = beta[:, 0, 0]
     log_z_cell = log_z.view(batch, 1, 1)
-    beta_below = F.pad(beta[:, 1:], (0, 0, 0, 1), value=_LOG_ZERO)
-    beta_right = F.pad(beta[:, :, 1:], (0, 1), value=_LOG_ZERO)
     occ_i = torch.where(step_i_ok, torch.exp(alpha + step_i + beta_below - log_z_cell), 0.0)
     occ_j = torch.where(step_j_ok, torch.exp(alpha + step_j + beta_right - log_z_cell), 0.0)
     return occ_i, occ_j, log_z
@@ -84,14 +97,13 @@ def _lattice_loss(
     frame_lengths: torch.Tensor,
     target_lengths: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """RNN-T loss per utterance and its gradients w.r.t. the lattice log-probs, in float64.
+    """RNN-T loss per utterance and its gradients w.r.t. the lattice log-probs, in their dtype
+    (float32, or float64 for float64 inputs).
 
     lp_blank (B, T, U+1): log p(blank | t, u); lp_target (B, T, U+1): log p(y_{u+1} | t, u),
     last column unused. Returns loss (B,), d loss / d lp_blank (B, T, U+1) and
     d loss / d lp_target (B, T, U+1), both zero outside each utterance's lattice.
     """
-    lp_blank = lp_blank.double()
-    lp_target = lp_target.double()
     batch, frames, columns = lp_blank.shape
     # Loop over the shorter side: the other is solved in one logcumsumexp per step.
     if frames <= columns:
@@ -121,7 +133,14 @@ def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
     return torch.float32
 
 
+def _autocast_available(device: torch.device) -> bool:
+    """Whether autocast exists for the device type (not for "meta", which op counts use)."""
+    return torch.amp.autocast_mode.is_autocast_available(device.type)
+
+
 def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if not _autocast_available(device):
+        return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, enabled=False)
 
 

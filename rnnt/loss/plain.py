@@ -59,6 +59,7 @@ def rnnt_loss(
     target_lengths: torch.Tensor,
     blank: int = BLANK_ID,
     reduction: str = "mean",
+    validate: bool = True,
 ) -> torch.Tensor:
     """Exact RNN-T loss (negative log-likelihood) on unnormalised joiner logits.
 
@@ -72,6 +73,7 @@ def rnnt_loss(
         target_lengths: (B,) valid tokens per utterance, in [0, U].
         blank: index of the blank class.
         reduction: "mean" (over utterances), "sum" or "none" ((B,) losses).
+        validate: check the values of the lengths and targets (a host read: a GPU sync).
 
     Returns:
         The loss in float32 (float64 for float64 logits); gradients flow to ``logits`` only,
@@ -82,7 +84,7 @@ def rnnt_loss(
     batch, frames, columns, num_classes = logits.shape
     targets, logit_lengths, target_lengths = _check_lattice_args(
         fn, "logit_lengths", batch, frames, columns - 1, num_classes, targets,
-        logit_lengths, target_lengths, blank, reduction, logits.device,
+        logit_lengths, target_lengths, blank, reduction, logits.device, validate,
     )  # fmt: skip
     losses = _RNNTLossFunction.apply(logits, targets, logit_lengths, target_lengths, blank)
     return _reduce(losses, reduction)

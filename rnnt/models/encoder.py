@@ -10,8 +10,10 @@ padding never reaches valid frames:
 - the subsampling looks no further ahead than its own block: encoder frame ``t'`` reads
   feature frames ``factor * t' - (factor - 1) .. factor * t' + (factor - 1)``, so a chunk of
   ``factor * n`` feature frames (plus a small left cache) gives ``n`` encoder frames;
-- attention uses rotary position embeddings (relative, no absolute table to outgrow) and a
-  mask combining padding with the ``[left, right]`` context limit;
+- attention uses rotary position embeddings (relative, no absolute table to outgrow) and an
+  additive mask of padding and the ``[left, right]`` context limit, one for all layers
+  (``rnnt.models.masks.attention_mask``; without a limit it masks keys only, ``(B, 1, 1, T')``,
+  which SDPA's memory-efficient kernel takes as it is);
 - the convolution module normalises with LayerNorm (per frame, unlike BatchNorm) and its
   depthwise convolution may be causal.
 """
@@ -31,37 +33,10 @@ from rnnt.constants import (
     SUBSAMPLING_CHANNELS,
     SUBSAMPLING_FACTOR,
 )
-from rnnt.models.masks import padding_mask
+from rnnt.models.masks import attention_dtype, attention_mask, padding_mask
 
 SUBSAMPLING_FACTORS = (4, 8)
 _SUBSAMPLING_KERNEL = 3  # every striding convolution: 3 frames x 3 bins, stride 2
-
-
-def attention_mask(
-    lengths: torch.Tensor, max_length: int, context: tuple[int, int] | list[int]
-) -> torch.Tensor:
-    """``(B, 1, T', T')`` bool, True where query frame ``i`` may attend to key frame ``j``.
-
-    ``j`` must be a valid frame and within ``context = [left, right]`` frames of ``i``
-    (``-1`` = unlimited on that side). Padded query frames attend to themselves only, so
-    that no row is empty (an empty row gives NaN in softmax).
-    """
-    left, right = context
-    device = lengths.device
-    frames = torch.arange(max_length, device=device)
-    offset = frames.view(1, -1) - frames.view(-1, 1)  # key minus query
-    # Written for ONNX export too: no in-place `&=` (no exporter for it), no torch.eye (no
-    # boolean EyeLike in onnxruntime).
-    allowed = torch.ones(max_length, max_length, dtype=torch.bool, device=device)
-    if left >= 0:
-        allowed = allowed & (offset >= -left)
-    if right >= 0:
-        allowed = allowed & (offset <= right)
-    valid = padding_mask(lengths, max_length)
-    mask = allowed.unsqueeze(0) & valid.unsqueeze(1)
-    diagonal = (offset == 0).unsqueeze(0)
-    mask = mask | (diagonal & ~valid.unsqueeze(2))
-    return mask.unsqueeze(1)
 
 
 class ConvSubsampling(nn.Module):
@@ -184,7 +159,8 @@ class RotarySelfAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``(B, T', D)`` and a ``(B, 1, T', T')`` bool mask (True = attend) to ``(B, T', D)``."""
+        """``(B, T', D)`` and an :func:`attention_mask` (or a bool mask, True = attend)
+        broadcasting to ``(B, H, T', T')``, to ``(B, T', D)``."""
         positions = torch.arange(hidden.size(1), device=hidden.device)
         query, key, value = self.project(hidden, positions)
         return self.attend(query, key, value, mask)
@@ -202,8 +178,10 @@ class RotarySelfAttention(nn.Module):
     def attend(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        """Queries ``(B, H, T', Dh)`` over keys/values ``(B, H, K, Dh)`` with a bool mask
-        broadcasting to ``(B, H, T', K)``, to the output ``(B, T', D)``."""
+        """Queries ``(B, H, T', Dh)`` over keys/values ``(B, H, K, Dh)`` with a mask (bool, True
+        = attend, or additive) broadcasting to ``(B, H, T', K)``, to the output ``(B, T', D)``."""
+        if mask.dtype != torch.bool and mask.dtype != query.dtype:
+            mask = mask.to(query.dtype)  # an additive mask must match the queries
         attended = F.scaled_dot_product_attention(
             query,
             key,
@@ -284,7 +262,7 @@ class ConformerBlock(nn.Module):
     def forward(
         self, hidden: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor
     ) -> torch.Tensor:
-        """``(B, T', D)`` with attention mask ``(B, 1, T', T')`` and valid ``(B, T')``."""
+        """``(B, T', D)`` with an :func:`attention_mask` and valid frames ``(B, T')``."""
         hidden = hidden + 0.5 * self.feed_forward_in(hidden)
         hidden = hidden + self.attention(hidden, mask)
         hidden = hidden + self.convolution(hidden, valid)
@@ -362,7 +340,7 @@ class ConformerEncoder(nn.Module):
         hidden, lengths = self.subsampling(features, feature_lengths.to(features.device))
         frames = hidden.size(1)
         valid = padding_mask(lengths, frames)
-        mask = attention_mask(lengths, frames, self.attention_context_size)
+        mask = attention_mask(lengths, frames, self.attention_context_size, attention_dtype(hidden))
         hidden = self.dropout(hidden)
         for block in self.blocks:
             hidden = block(hidden, mask, valid)

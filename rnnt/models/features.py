@@ -115,13 +115,19 @@ class LogMelFrontend(nn.Module):
         return torch.div(num_samples + self.hop_length // 2, self.hop_length, rounding_mode="floor")
 
     def forward(
-        self, audio: torch.Tensor, audio_lengths: torch.Tensor
+        self,
+        audio: torch.Tensor,
+        audio_lengths: torch.Tensor,
+        max_audio_length: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel features of a padded batch.
 
         Args:
             audio: ``(B, S)`` waveforms at ``sample_rate`` Hz, float in ``[-1, 1]``, padded.
             audio_lengths: ``(B,)`` valid samples of each waveform.
+            max_audio_length: ``max(audio_lengths)`` where the caller knows it on the host
+                (the data loader does); otherwise it is read from ``audio_lengths``, which on
+                a GPU waits for the device.
 
         Returns:
             ``features (B, T, n_mels)`` float32 log-mel energies, 0 past each utterance, and
@@ -134,7 +140,10 @@ class LogMelFrontend(nn.Module):
             )
         audio_lengths = audio_lengths.to(device=audio.device, dtype=torch.long)
         feature_lengths = self.num_frames(audio_lengths)
-        num_frames = int(feature_lengths.max()) if audio.size(0) > 0 else 0
+        if max_audio_length is not None:  # num_frames() on the host
+            num_frames = (max_audio_length + self.hop_length // 2) // self.hop_length
+        else:
+            num_frames = int(feature_lengths.max()) if audio.size(0) > 0 else 0
         with torch.autocast(device_type=audio.device.type, enabled=False):
             audio = audio.float()
             # Kaldi reflects index S + j to S - 1 - j; a window reaches at most win_length

@@ -38,8 +38,9 @@ class FeatureNormalizer(nn.Module):
         count = valid.sum().clamp(min=1)
         mean = (features * valid).sum(dim=(0, 1)) / count
         var = (((features - mean) ** 2) * valid).sum(dim=(0, 1)) / count
-        # A cumulative average at first, so early batches are not dominated by the zero init.
-        weight = max(self.momentum, 1.0 / float(self.batches_seen + 1))
+        # A cumulative average at first, so early batches are not dominated by the zero init;
+        # computed on the device (a float() of the count would wait for it on a GPU).
+        weight = (self.batches_seen + 1).float().reciprocal().clamp(min=self.momentum)
         # A batch with a non-finite value leaves the statistics as they were (no host sync):
         # one bad batch must not spoil every later step's features.
         finite = torch.isfinite(mean).all() & torch.isfinite(var).all()

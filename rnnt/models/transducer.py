@@ -22,6 +22,7 @@ large   512      17      8      256       640 / 640   109.4M  110.5M   GPU
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,6 @@ from rnnt.constants import (
     DROPOUT,
     FRONTEND_STYLE,
     JOINER_ACTIVATION,
-    LOSS_CHUNK_SIZE,
     N_MELS,
     SUBSAMPLING_CHANNELS,
     SUBSAMPLING_FACTOR,
@@ -77,7 +77,8 @@ class TransducerConfig:
     joiner_dim: int = 256
     joiner_activation: str = JOINER_ACTIVATION
     spec_augment: bool = True
-    loss_chunk_size: int = LOSS_CHUNK_SIZE
+    # memory budget of one chunk of the fused loss, bytes; None: the device's default
+    loss_chunk_bytes: int | None = None
     ctc_weight: float = CTC_WEIGHT
     blank_id: int = BLANK_ID
 
@@ -222,19 +223,24 @@ class Transducer(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def encode(
-        self, audio: torch.Tensor, audio_lengths: torch.Tensor
+        self,
+        audio: torch.Tensor,
+        audio_lengths: torch.Tensor,
+        max_audio_length: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Audio to encoder frames.
 
         Args:
             audio: ``(B, S)`` float waveforms at 16 kHz in ``[-1, 1]``, padded.
             audio_lengths: ``(B,)`` valid samples.
+            max_audio_length: ``max(audio_lengths)`` if the caller knows it on the host;
+                else the front end reads it from the device.
 
         Returns:
             ``encoder_out (B, T', D)`` (0 past each utterance) and ``encoder_lengths (B,)``.
             SpecAugment is applied in training mode only.
         """
-        features, feature_lengths = self.frontend(audio, audio_lengths)
+        features, feature_lengths = self.frontend(audio, audio_lengths, max_audio_length)
         features = self.normalizer(features, feature_lengths)
         if self.spec_augment is not None:
             features = self.spec_augment(features, feature_lengths)
@@ -246,6 +252,10 @@ class Transducer(nn.Module):
         audio_lengths: torch.Tensor,
         targets: torch.Tensor,
         target_lengths: torch.Tensor,
+        *,
+        host_audio_lengths: Sequence[int] | None = None,
+        host_target_lengths: Sequence[int] | None = None,
+        validate: bool = True,
     ) -> torch.Tensor:
         """Training objective: mean RNN-T loss over utterances, plus ``ctc_weight`` times the
         auxiliary CTC loss when that is on (float32 scalar, nats per utterance).
@@ -255,14 +265,38 @@ class Transducer(nn.Module):
             audio_lengths: ``(B,)`` valid samples.
             targets: ``(B, U)`` token ids in ``[1, V)``, padded past ``target_lengths``.
             target_lengths: ``(B,)`` valid tokens.
+            host_audio_lengths, host_target_lengths: the same lengths as B Python ints, where
+                the caller has them on the host (the data loader does). With both and
+                ``validate=False`` the objective reads no device value on the host: the
+                padded frame count and the CTC lengths come from them.
+            validate: check the targets' ids and the lengths' ranges in the loss (a host read
+                of each); ``rnnt.data.dataset`` has checked a training batch already.
         """
         if targets.dim() != 2 or targets.size(0) != audio.size(0):
             raise ValueError(
                 f"targets must be (B, U) with B = {audio.size(0)} like audio, got "
                 f"{tuple(targets.shape)}."
             )
-        encoder_out, encoder_lengths = self.encode(audio, audio_lengths)
-        return self.loss(encoder_out, encoder_lengths, targets, target_lengths)
+        longest = None if host_audio_lengths is None else max(host_audio_lengths, default=0)
+        encoder_out, encoder_lengths = self.encode(audio, audio_lengths, longest)
+        host_encoder_lengths = None
+        if host_audio_lengths is not None:
+            host_encoder_lengths = self.host_encoder_lengths(host_audio_lengths)
+        return self.loss(
+            encoder_out,
+            encoder_lengths,
+            targets,
+            target_lengths,
+            host_encoder_lengths=host_encoder_lengths,
+            host_target_lengths=host_target_lengths,
+            validate=validate,
+        )
+
+    def host_encoder_lengths(self, audio_lengths: Sequence[int]) -> torch.Tensor:
+        """``(B,)`` int64 CPU tensor: the ``encoder_lengths`` that :meth:`encode` gives for
+        utterances of ``audio_lengths`` samples, computed on the host."""
+        samples = torch.tensor(list(audio_lengths), dtype=torch.int64)
+        return self.encoder.subsampling.output_lengths(self.frontend.num_frames(samples))
 
     def loss(
         self,
@@ -270,10 +304,15 @@ class Transducer(nn.Module):
         encoder_lengths: torch.Tensor,
         targets: torch.Tensor,
         target_lengths: torch.Tensor,
+        *,
+        host_encoder_lengths: torch.Tensor | None = None,
+        host_target_lengths: Sequence[int] | None = None,
+        validate: bool = True,
     ) -> torch.Tensor:
         """The training objective of :meth:`forward` from encoder frames ``(B, T', D)``.
 
-        Lets validation encode once for both the loss and greedy decoding.
+        Lets validation encode once for both the loss and greedy decoding. The host lengths
+        (``host_encoder_lengths`` from :meth:`host_encoder_lengths`) serve the CTC term.
         """
         targets = targets.to(encoder_out.device)
         target_lengths = target_lengths.to(encoder_out.device)
@@ -288,10 +327,15 @@ class Transducer(nn.Module):
             target_lengths,
             blank=self.config.blank_id,
             activation=self.joiner.activation,
-            chunk_size=self.config.loss_chunk_size,
+            chunk_bytes=self.config.loss_chunk_bytes,
+            validate=validate,
         )
         if self.ctc_head is None:
             return loss
+        if host_encoder_lengths is not None:
+            encoder_lengths = host_encoder_lengths
+        if host_target_lengths is not None:
+            target_lengths = torch.tensor(list(host_target_lengths), dtype=torch.int64)
         return loss + self.config.ctc_weight * self.ctc_loss(
             encoder_out, encoder_lengths, targets, target_lengths
         )
@@ -306,7 +350,9 @@ class Transducer(nn.Module):
         """Mean CTC loss of the auxiliary head over utterances (float32, nats per utterance).
 
         ``encoder_out (B, T', D)``, ``targets (B, U)``; blank is the transducer's blank.
-        Utterances too short for their targets contribute zero instead of infinity.
+        Utterances too short for their targets contribute zero instead of infinity. The
+        ``(B,)`` lengths may be CPU tensors: ``F.ctc_loss`` reads them on the host, so device
+        ones would be copied back, a sync on a GPU.
         """
         with torch.autocast(encoder_out.device.type, enabled=False):
             log_probs = self.ctc_head(encoder_out.float()).log_softmax(dim=-1)
