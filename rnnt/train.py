@@ -368,6 +368,7 @@ class TransducerModule(pl.LightningModule):
             )
         log.warning("%s: the checkpoint's model was trained with %s; using that", path, change)
         self.model = Transducer(dataclasses.replace(config, **differing))
+        self.configure_model()  # a rebuilt model is compiled again where asked
 
     @rank_zero_only
     def on_train_start(self) -> None:
