@@ -49,6 +49,9 @@ NEVER_IMPORTS = {
     "rnnt.loss": ("rnnt.corpus", "rnnt.data", "rnnt.models", "lightning", "pytorch_lightning"),
     "rnnt.train": ("rnnt.corpus",),
     "rnnt.decoding": ("rnnt.corpus", "lightning"),
+    "rnnt.greedy": ("rnnt.corpus", "lightning"),
+    "rnnt.optim": ("rnnt.corpus", "rnnt.data", "lightning", "pytorch_lightning"),
+    "rnnt.op_counts": ("rnnt.corpus", "rnnt.data", "rnnt.models", "lightning"),
     "rnnt.streaming": ("rnnt.corpus", "lightning"),
 }
 
