@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from rnnt.constants import BEAM_SIZE, MAX_SYMBOLS_PER_FRAME
-from rnnt.greedy import greedy_search
+from rnnt.greedy import decoding_mode, greedy_search
 
 if TYPE_CHECKING:
     from rnnt.models.transducer import Transducer
@@ -128,18 +128,10 @@ def _run_beam_search(
     check_beam_size(beam_size)
     if max_symbols_per_frame < 1:
         raise ValueError(f"max_symbols_per_frame={max_symbols_per_frame} must be >= 1.")
-    decoder, joiner = model.decoder, model.joiner
-    modes = (decoder.training, joiner.training)
-    decoder.eval()
-    joiner.eval()
-    try:
-        with torch.inference_mode():
-            beam = operator.index(beam_size)
-            search = _BeamSearch(decoder, joiner, model.config.blank_id, beam)
-            return search.run(encoder_out, encoder_lengths, max_symbols_per_frame, nbest)
-    finally:
-        decoder.train(modes[0])
-        joiner.train(modes[1])
+    with decoding_mode(model) as (decoder, joiner):
+        beam = operator.index(beam_size)
+        search = _BeamSearch(decoder, joiner, model.config.blank_id, beam)
+        return search.run(encoder_out, encoder_lengths, max_symbols_per_frame, nbest)
 
 
 class _BeamSearch:

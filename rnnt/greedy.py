@@ -31,7 +31,9 @@ Those steps change nothing: a done utterance's frame pointer is past its last fr
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -84,16 +86,24 @@ def greedy_search(
     """
     if max_symbols_per_frame < 1:
         raise ValueError(f"max_symbols_per_frame={max_symbols_per_frame} must be >= 1.")
+    with decoding_mode(model) as (decoder, joiner):
+        return _label_looping(
+            decoder, joiner, model.config.blank_id, encoder_out, encoder_lengths,
+            max_symbols_per_frame,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def decoding_mode(model: Transducer) -> Iterator[tuple[torch.nn.Module, torch.nn.Module]]:
+    """The model's prediction network and joiner in eval mode (no dropout) under
+    ``torch.inference_mode``; their modes are restored afterwards, whatever happens."""
     decoder, joiner = model.decoder, model.joiner
-    blank = model.config.blank_id
     modes = (decoder.training, joiner.training)
     decoder.eval()
     joiner.eval()
     try:
         with torch.inference_mode():
-            return _label_looping(
-                decoder, joiner, blank, encoder_out, encoder_lengths, max_symbols_per_frame
-            )
+            yield decoder, joiner
     finally:
         decoder.train(modes[0])
         joiner.train(modes[1])
