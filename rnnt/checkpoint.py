@@ -33,6 +33,9 @@ PREDATING_CONFIG_VALUES: dict[str, Any] = {"frontend_style": "kaldi"}
 # Fields older checkpoints stored that no longer exist: they never changed what weights mean.
 # `loss_chunk_size` (cells) gave way to `loss_chunk_bytes` (a memory budget).
 RETIRED_CONFIG_FIELDS = ("loss_chunk_size",)
+# TransducerConfig fields that change what trained weights mean without changing their shapes:
+# a model that loads or starts from a checkpoint adopts the checkpoint's values of them.
+WEIGHT_MEANING_FIELDS = ("frontend_style", "joiner_activation", "blank_id")
 STATE_DICT_PREFIX = "model."  # TransducerModule keeps the Transducer as `self.model`
 # A checkpoint being written: ".{name}.{pid}.{random hex}.tmp" next to its final name. Lightning's
 # `--ckpt_path last` only considers "last*.ckpt", so a temporary file is never taken for one.

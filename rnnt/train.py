@@ -29,6 +29,7 @@ from rnnt.callbacks import logs_this_step
 from rnnt.checkpoint import (
     MODEL_CONFIG_KEY,
     TOKENIZER_KEY,
+    WEIGHT_MEANING_FIELDS,
     CheckpointError,
     check_weights_fit,
     stored_config,
@@ -65,9 +66,6 @@ from rnnt.scheduler import build_scheduler
 from rnnt.warm_start import warm_start
 
 log = logging.getLogger(__name__)
-# TransducerConfig fields that change what trained weights mean without changing their shapes:
-# a checkpoint is only loaded into a model that agrees on them.
-WEIGHT_MEANING_FIELDS = ("frontend_style", "joiner_activation", "blank_id")
 __all__ = ["NonFiniteLossError", "TransducerModule", "UtteranceMean"]
 
 

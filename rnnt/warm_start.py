@@ -21,6 +21,7 @@ from rnnt.checkpoint import (
     MODEL_CONFIG_KEY,
     STATE_DICT_PREFIX,
     TOKENIZER_KEY,
+    WEIGHT_MEANING_FIELDS,
     CheckpointError,
     read_checkpoint,
     stored_config,
@@ -29,9 +30,6 @@ from rnnt.data.tokenizer import Tokenizer
 from rnnt.models.transducer import Transducer, TransducerConfig
 
 log = logging.getLogger(__name__)
-# TransducerConfig fields that change what trained weights mean without changing their shapes:
-# the model adopts the checkpoint's values (as resuming does, rnnt.train.WEIGHT_MEANING_FIELDS).
-MEANING_FIELDS = ("frontend_style", "joiner_activation", "blank_id")
 
 
 def warm_start(
@@ -47,7 +45,7 @@ def warm_start(
 
     Returns:
         ``model`` with the weights loaded, or a new model when the checkpoint's values of
-        ``MEANING_FIELDS`` differ from the configured ones (they are adopted, with a warning).
+        ``WEIGHT_MEANING_FIELDS`` differ from the configured ones (they are adopted, with a warning).
 
     Raises:
         CheckpointError: ``path`` is not a readable checkpoint, or its weights are of another
@@ -58,7 +56,7 @@ def warm_start(
     config = model.config
     differing = {
         name: getattr(trained, name)
-        for name in MEANING_FIELDS
+        for name in WEIGHT_MEANING_FIELDS
         if getattr(trained, name) != getattr(config, name)
     }
     if differing:
@@ -126,7 +124,7 @@ def _explain(key: str, weights: dict, expected: dict) -> str:
 
 
 def _settings(trained: TransducerConfig, configured: TransducerConfig) -> str:
-    ignored = {"num_classes", *MEANING_FIELDS}
+    ignored = {"num_classes", *WEIGHT_MEANING_FIELDS}
     differing = [
         f"{name}={getattr(trained, name)!r} (configured: {getattr(configured, name)!r})"
         for name in trained.to_dict()

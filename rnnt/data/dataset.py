@@ -43,8 +43,8 @@ class TransducerDataset(Dataset):
     Runs in data-loader workers. A cut whose audio cannot be loaded (missing, corrupt,
     truncated, non-finite samples) or that gives no feature frame, or whose token ids are not
     all in ``[0, V)`` and other than blank (``target_problem``), is skipped with a warning
-    naming it and counted in ``num_skipped`` (shared by all workers). When every cut of a batch fails: with one
-    process (``world_size == 1``) the result is ``None`` and ``SkippingDataLoader`` (``rnnt.data.loader``) moves on
+    naming it and counted in ``num_skipped`` (shared by all workers). When every cut of a
+    batch fails: with one process (``world_size == 1``) the result is ``None`` and ``SkippingDataLoader`` (``rnnt.data.loader``) moves on
     to the next batch; under DDP every rank must run the same number of steps (each step is
     a collective), so this worker's last good batch stands in (or, before it has one,
     ``DDP_PLACEHOLDER_SECONDS`` of silence), marked as not counted.

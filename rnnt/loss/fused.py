@@ -118,8 +118,7 @@ class _FusedRNNTLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, enc, pred, weight, bias, targets, frame_lengths, target_lengths, options):
-        blank, activation, chunk, matmul_dtype = options
-        dtype = _compute_dtype(enc, pred, weight, bias)
+        blank, activation, chunk, matmul_dtype, dtype = options
         with _no_autocast(enc.device):
             enc_m, pred_m = _cast(enc, matmul_dtype), _cast(pred, matmul_dtype)
             weight_m, bias_m = _cast(weight, matmul_dtype), _cast(bias, matmul_dtype)
@@ -148,7 +147,7 @@ class _FusedRNNTLossFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         enc, pred, weight, bias, index, per_cell, grad_blank, grad_target = ctx.saved_tensors
-        _, activation, chunk, matmul_dtype = ctx.options
+        _, activation, chunk, matmul_dtype, _ = ctx.options
         need_enc, need_pred, need_weight, need_bias = ctx.needs_input_grad[:4]
         dtype = per_cell.dtype
         with _no_autocast(enc.device):
@@ -214,9 +213,8 @@ def _matmul_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
     """The joiner matmuls' dtype: autocast's (bf16 on a GPU) where it is on, else ``dtype``."""
     if dtype == torch.float64 or not _autocast_available(device):
         return dtype
-    if not torch.is_autocast_enabled(device.type):
-        return dtype
-    return torch.get_autocast_dtype(device.type)
+    enabled = torch.is_autocast_enabled(device.type)
+    return torch.get_autocast_dtype(device.type) if enabled else dtype
 
 
 def fused_rnnt_loss(
@@ -293,6 +291,6 @@ def fused_rnnt_loss(
     )
     losses = _FusedRNNTLossFunction.apply(
         encoder_proj, predictor_proj, weight, bias, targets, encoder_lengths, target_lengths,
-        (blank, activation, chunk, matmul_dtype),
+        (blank, activation, chunk, matmul_dtype, dtype),
     )  # fmt: skip
     return _reduce(losses, reduction)
