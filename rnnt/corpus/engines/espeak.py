@@ -18,8 +18,22 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
+
+from rnnt.constants import (
+    DEMO_ACCENTS,
+    DEMO_HELDOUT_ACCENTS,
+    DEMO_HELDOUT_VARIANTS,
+    DEMO_INTONATION_RANGE,
+    DEMO_PITCH_RANGE,
+    DEMO_RATE_RANGE_WPM,
+    DEMO_VARIANTS,
+    DEMO_WORD_GAP_RANGE,
+)
+
+NAME = "espeak"
 
 # From espeak-ng's speak_lib.h.
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -45,11 +59,35 @@ class Voice:
     extra pause between words in units of 10 ms.
     """
 
+    engine: ClassVar[str] = NAME
     name: str
     rate_wpm: int = 175
     pitch: int = 50
     intonation: int = 50
     word_gap: int = 0
+
+
+def missing() -> str | None:
+    """Always ``None``: the library and its data come with the ``espeakng-loader`` wheel."""
+    return None
+
+
+def voice_names() -> list[str]:
+    """Every ``accent+variant`` the demo uses, training and held-out alike."""
+    accents = [*DEMO_ACCENTS, *DEMO_HELDOUT_ACCENTS]
+    variants = [*DEMO_VARIANTS, *DEMO_HELDOUT_VARIANTS]
+    return [f"{accent}+{variant}" for accent in accents for variant in variants]
+
+
+def draw_voice(rng: np.random.Generator, name: str) -> Voice:
+    """Voice ``name`` with a random rate, pitch, intonation range and word gap (in that order)."""
+    return Voice(
+        name=name,
+        rate_wpm=int(rng.integers(DEMO_RATE_RANGE_WPM[0], DEMO_RATE_RANGE_WPM[1] + 1)),
+        pitch=int(rng.integers(DEMO_PITCH_RANGE[0], DEMO_PITCH_RANGE[1] + 1)),
+        intonation=int(rng.integers(DEMO_INTONATION_RANGE[0], DEMO_INTONATION_RANGE[1] + 1)),
+        word_gap=int(rng.integers(DEMO_WORD_GAP_RANGE[0], DEMO_WORD_GAP_RANGE[1] + 1)),
+    )
 
 
 def data_path() -> Path:
