@@ -14,8 +14,10 @@
   *including padding* (batch size x longest cut), at most ``batch_size`` cuts and at most
   ``MAX_BATCH_LATTICE_CELLS`` padded lattice cells B x T' x (U+1) (the loss's memory); under
   DDP every rank gets a disjoint share and the same number of batches: ``rnnt.data.sampling``;
-* ``TransducerDataset`` runs in the workers: loads audio, adds background noise (training),
-  tokenizes, pads; its batch dicts are described in ``rnnt.data.dataset``. Unreadable audio and
+* ``TransducerDataset`` runs in the workers: loads audio, adds background noise and channel
+  effects (training: reverb, gain and clipping, telephone line, ``rnnt.data.channels``; their
+  per-utterance draws need the epoch, which training cuts carry from the sampler), tokenizes,
+  pads; its batch dicts are described in ``rnnt.data.dataset``. Unreadable audio and
   invalid targets are skipped with a warning and a running count;
 * the loaders skip batches that failed entirely and resume mid-epoch; val/test loaders have
   an exact ``len()``, every loader an ``estimated_length`` (progress bars): ``rnnt.data.loader``.
@@ -37,6 +39,8 @@ from rnnt.arguments import DATA_RULES, check_arguments
 from rnnt.constants import (
     BATCH_SIZE,
     BG_NOISE_PATH,
+    CHANNELS_START_EPOCH,
+    CLIPPING_PROBABILITY,
     MAX_BATCH_DURATION,
     MAX_BATCH_LATTICE_CELLS,
     MAX_DECODE_DURATION,
@@ -46,16 +50,19 @@ from rnnt.constants import (
     NOISE_SNR_RANGE_DB,
     NUM_BUCKETS,
     NUM_WORKERS,
+    REVERB_PROBABILITY,
     SAMPLE_RATE,
     SAMPLER_BUFFER_SIZE,
     SEED,
     SPEED_PERTURB_FACTORS,
+    TELEPHONE_PROBABILITY,
     TEST_MANIFEST,
     TOKENIZER_MODEL_PATH,
     TRAIN_MANIFEST,
     VAL_MANIFEST,
 )
 from rnnt.data.augment import BackgroundNoise, NoiseSource, RandomSpeed
+from rnnt.data.channels import ChannelAugment, tag_epoch
 from rnnt.data.cuts import CutSource
 from rnnt.data.dataset import TransducerDataset
 from rnnt.data.loader import ResumedSampler, SkippingDataLoader, ignore_stop_signals
@@ -88,6 +95,13 @@ def _log_unknown_characters(manifest: str, records: list[AudioRecord], tokenizer
         )
 
 
+class _EpochTaggedCutSource(CutSource):
+    # Each cut carries its epoch to the workers, where the channel augmentation draws from it.
+    def __iter__(self):
+        for cut in super().__iter__():
+            yield tag_epoch(cut, self.epoch)
+
+
 class TransducerDataModule(pl.LightningDataModule):
     """Train/val/test data for ``rnnt fit|validate|test``; every default comes from constants.
 
@@ -104,6 +118,11 @@ class TransducerDataModule(pl.LightningDataModule):
         speed_perturb: speed factors, one drawn per training utterance and epoch; [] = off.
         noise_probability: chance a training utterance gets noise.
         snr_range_db: [low, high] dB, the noise SNR is drawn uniformly from it.
+        reverb_probability: chance a training utterance goes through a simulated room.
+        telephone_probability: chance it goes through a telephone line (8 kHz, 300-3400 Hz,
+            G.711 mu-law).
+        clipping_probability: chance it gets a random gain and hard clipping.
+        channels_start_epoch: the three channel effects start at this epoch (0: at once).
         min_duration, max_duration: seconds; training utterances outside are skipped.
         max_eval_duration: seconds; longer val/test utterances are skipped (the model would
             run on each in one piece); None: no limit.
@@ -128,6 +147,10 @@ class TransducerDataModule(pl.LightningDataModule):
         speed_perturb: list[float] = SPEED_PERTURB_FACTORS,
         noise_probability: float = NOISE_PROBABILITY,
         snr_range_db: list[float] = NOISE_SNR_RANGE_DB,
+        reverb_probability: float = REVERB_PROBABILITY,
+        telephone_probability: float = TELEPHONE_PROBABILITY,
+        clipping_probability: float = CLIPPING_PROBABILITY,
+        channels_start_epoch: int = CHANNELS_START_EPOCH,
         min_duration: float = MIN_UTTERANCE_DURATION,
         max_duration: float = MAX_UTTERANCE_DURATION,
         max_eval_duration: float | None = MAX_DECODE_DURATION,
@@ -151,6 +174,13 @@ class TransducerDataModule(pl.LightningDataModule):
         self.speed_perturb = list(speed_perturb)
         self.noise_probability = noise_probability
         self.snr_range_db = list(snr_range_db)
+        self.channels = ChannelAugment(
+            reverb_probability,
+            telephone_probability,
+            clipping_probability,
+            start_epoch=channels_start_epoch,
+            seed=seed,
+        )
         self.min_duration = min_duration
         self.max_duration = max_duration
         self.max_eval_duration = max_eval_duration
@@ -255,7 +285,11 @@ class TransducerDataModule(pl.LightningDataModule):
         speed = None
         if is_train and any(factor != 1.0 for factor in self.speed_perturb):
             speed = RandomSpeed(self.speed_perturb, self.seed)
-        source = CutSource(self._records_for(split), shuffle=is_train, speed=speed, seed=self.seed)
+        tagged = is_train and self.channels.enabled
+        source_type = _EpochTaggedCutSource if tagged else CutSource
+        source = source_type(
+            self._records_for(split), shuffle=is_train, speed=speed, seed=self.seed
+        )
         return BucketingSampler(
             source,
             max_duration=self.max_batch_duration,
@@ -278,7 +312,10 @@ class TransducerDataModule(pl.LightningDataModule):
             if self._noise is None:
                 self._noise = NoiseSource(self.noise_path, SAMPLE_RATE)
             noise = BackgroundNoise(self._noise, self.noise_probability, self.snr_range_db)
-        dataset = TransducerDataset(self.tokenizer, noise=noise, world_size=sampler.world_size)
+        channels = self.channels if split == "train" and self.channels.enabled else None
+        dataset = TransducerDataset(
+            self.tokenizer, noise=noise, channels=channels, world_size=sampler.world_size
+        )
         self._datasets.append(dataset)
         if split == "train" and self._resume_at is not None:
             epoch, batches_done = self._resume_at
@@ -327,3 +364,9 @@ class TransducerDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> SkippingDataLoader:
         return self.make_dataloader("test")
+
+    def use_test_manifest(self, manifest: str) -> None:
+        """Test on ``manifest`` from now on (``trainer.test`` again scores another test set)."""
+        self.test_manifest = manifest
+        self._records.pop("test", None)
+        self.setup_stats.pop("test", None)

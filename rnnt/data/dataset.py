@@ -1,7 +1,8 @@
 """Worker side of the data pipeline: a batch of cuts -> loaded, noised, tokenized, padded.
 
 ``TransducerDataset`` runs in the data-loader workers: loads each cut's audio as 16 kHz mono
-(``rnnt.data.audio``), tokenizes and checks the targets, adds background noise (training), and
+(``rnnt.data.audio``), tokenizes and checks the targets, adds background noise and channel
+effects (training: reverb, gain and clipping, telephone line, ``rnnt.data.channels``), and
 pads with ``collate``. Unreadable audio and invalid targets are skipped with a warning and a
 running count: the training step's loss trusts the batches and checks nothing itself (its
 checks would read device values on the host, a sync on a GPU).
@@ -17,6 +18,7 @@ lists, so the step reads them on the host without waiting for the device.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -31,6 +33,7 @@ from torch.utils.data import Dataset
 from rnnt.constants import BLANK_ID, DDP_PLACEHOLDER_SECONDS, MIN_AUDIO_DURATION_S, SAMPLE_RATE
 from rnnt.data.audio import describe_error, load_mono
 from rnnt.data.augment import BackgroundNoise
+from rnnt.data.channels import ChannelAugment, cut_epoch
 from rnnt.data.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -54,6 +57,10 @@ class TransducerDataset(Dataset):
     data (ids ending in ``_dup<N>``). Validation and test score counted utterances only, so
     their figures are the same with any number of ranks; a step with nothing counted trains
     with a zero loss (its gradients are zero but still exchanged).
+
+    ``noise`` and ``channels`` (training only) augment each waveform: reverb, then noise, then
+    gain and clipping and the telephone line (``ChannelAugment``, with the epoch the sampler
+    tagged on the cut, ``rnnt.data.channels.tag_epoch``).
     """
 
     def __init__(
@@ -61,10 +68,12 @@ class TransducerDataset(Dataset):
         tokenizer: Tokenizer,
         *,
         noise: BackgroundNoise | None = None,
+        channels: ChannelAugment | None = None,
         world_size: int = 1,
     ) -> None:
         self.tokenizer = tokenizer
         self.noise = noise
+        self.channels = channels
         self.world_size = world_size
         self._skipped = multiprocessing.Value("q", 0)
         self._rng: np.random.Generator | None = None
@@ -99,8 +108,7 @@ class TransducerDataset(Dataset):
             if problem is not None:
                 self._count_skip(cut, problem)
                 continue
-            if self.noise is not None:
-                waveform = self.noise(waveform, self._generator())
+            waveform = self._augment(waveform, cut)
             waveforms.append(waveform)
             token_ids.append(torch.tensor(tokens, dtype=torch.int64))
             texts.append(text)
@@ -114,6 +122,14 @@ class TransducerDataset(Dataset):
         if self.world_size > 1:
             self._last_good = batch
         return batch
+
+    def _augment(self, waveform: torch.Tensor, cut: Cut) -> torch.Tensor:
+        add_noise = None
+        if self.noise is not None:
+            add_noise = functools.partial(self.noise, rng=self._generator())
+        if self.channels is not None:
+            return self.channels(waveform, cut.id, cut_epoch(cut), add_noise)
+        return waveform if add_noise is None else add_noise(waveform)
 
     def _count_skip(self, cut: Cut, reason: str) -> None:
         total = 0
