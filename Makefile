@@ -5,12 +5,23 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo
 
-.PHONY: demo test test-slow lint format bench clean
+.PHONY: demo test test-slow lint format bench clean voices
+
+# Optional speech engines and human recordings for the demo corpus, installed by `make voices`
+# (apt: Debian or Ubuntu, as root or through sudo). Debian main only: free licences that let us
+# train on them and share what we make. `make demo` never needs them; the corpus uses those present.
+#   flite, festival + festvox-*: two more synthesizers and their voices (Kal, KED, SLT, AWB, RMS);
+#   asterisk-core-sounds-en(-wav), warzone2100-data, ktuberling-data, klettres-data: human speech
+#   (rnnt/corpus/recordings; -en carries the labels of the -wav prompts).
+VOICE_PACKAGES := flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
+	asterisk-core-sounds-en asterisk-core-sounds-en-wav warzone2100-data ktuberling-data \
+	klettres-data
+SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,demo]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -37,6 +48,10 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/data.py --json
 	$(BIN)/python benchmarks/decode.py --json
 	$(BIN)/python benchmarks/train_step.py --json
+
+voices:
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y --no-install-recommends $(VOICE_PACKAGES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -19,30 +19,13 @@ from typing import Any
 
 from rnnt import cli_args as check
 from rnnt import constants as C
+from rnnt.cli_demo import add_demo_command, add_demo_data_command
 from rnnt.lightning_cli import log_to_stderr, make_cli
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 # --- the other subcommands ---------------------------------------------------------------------
-def _demo_data(options: argparse.Namespace) -> None:
-    from rnnt.corpus.synth import synthesize_demo_corpus
-
-    if not options.overwrite:  # a corpus there (the user's own, or another demo) stays
-        corpus = ["train.jsonl", "val.jsonl", "test.jsonl", "corpus.json", "audio", "noise"]
-        check.refuse_existing([options.out / name for name in corpus], "--out")
-    paths = synthesize_demo_corpus(
-        options.out,
-        train_hours=options.train_hours,
-        val_utterances=options.val_utterances,
-        test_utterances=options.test_utterances,
-        seed=options.seed,
-        num_workers=options.workers,
-    )
-    for name, path in paths.items():
-        print(f"{name}: {path}")
-
-
 def _tokenizer(options: argparse.Namespace) -> None:
     from rnnt.data.tokenizer import train_tokenizer
 
@@ -175,20 +158,6 @@ def _export(options: argparse.Namespace) -> None:
         print(f"{name}: {path}")
 
 
-def _demo(options: argparse.Namespace) -> None:
-    from rnnt.demo import run_demo
-
-    run_demo(
-        options.out,
-        train_hours=options.train_hours,
-        max_epochs=options.max_epochs,
-        max_minutes=options.max_minutes,
-        preset=options.preset,
-        num_workers=options.workers,
-        seed=options.seed,
-    )
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = check.OneLineArgumentParser(
         prog="rnnt",
@@ -196,24 +165,7 @@ def _parser() -> argparse.ArgumentParser:
         "Training subcommands: rnnt fit|validate|test --help (LightningCLI).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    demo_data = commands.add_parser("demo-data", help="synthesize the demo corpus with eSpeak NG")
-    demo_data.add_argument("--out", required=True, type=check.output_folder, help="output folder")
-    demo_data.add_argument("--train-hours", type=check.positive_float, default=C.DEMO_TRAIN_HOURS)
-    demo_data.add_argument(
-        "--val-utterances", type=check.positive_int, default=C.DEMO_VAL_UTTERANCES
-    )
-    demo_data.add_argument(
-        "--test-utterances", type=check.positive_int, default=C.DEMO_TEST_UTTERANCES
-    )
-    demo_data.add_argument("--seed", type=check.seed, default=C.SEED)
-    demo_data.add_argument(
-        "--workers", type=check.positive_int, default=None, help="processes (default: all cores)"
-    )
-    demo_data.add_argument(
-        "--overwrite", action="store_true", help="replace a corpus already in --out"
-    )
-    demo_data.set_defaults(run=_demo_data)
+    add_demo_data_command(commands)
 
     tokenizer = commands.add_parser("tokenizer", help="train a SentencePiece tokenizer")
     tokenizer.add_argument(
@@ -239,30 +191,7 @@ def _parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an existing --out model"
     )
     tokenizer.set_defaults(run=_tokenizer)
-
-    demo = commands.add_parser(
-        "demo", help="synthesize the demo corpus, train a tokenizer and a tiny model, test it"
-    )
-    demo.add_argument(
-        "--out", required=True, type=check.output_folder, help="folder for corpus, runs, summary"
-    )
-    demo.add_argument("--train-hours", type=check.positive_float, default=C.DEMO_TRAIN_HOURS)
-    demo.add_argument("--max-epochs", type=check.positive_int, default=C.DEMO_MAX_EPOCHS)
-    demo.add_argument(
-        "--max-minutes",
-        type=check.positive_float,
-        default=C.DEMO_MAX_TRAIN_MINUTES,
-        help="training time cap",
-    )
-    demo.add_argument("--preset", type=check.preset, default=C.DEMO_PRESET)
-    demo.add_argument(
-        "--workers",
-        type=check.non_negative_int,
-        default=C.DEMO_NUM_WORKERS,
-        help="data-loader workers",
-    )
-    demo.add_argument("--seed", type=check.seed, default=C.SEED)
-    demo.set_defaults(run=_demo)
+    add_demo_command(commands)
 
     transcribe = commands.add_parser("transcribe", help="transcribe audio files or a manifest")
     transcribe.add_argument("--checkpoint", required=True, type=check.existing_file)

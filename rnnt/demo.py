@@ -4,7 +4,9 @@
 2. train a SentencePiece tokenizer on its training split;
 3. train the ``tiny`` Conformer-Transducer with the same LightningCLI configuration machinery
    as ``rnnt fit`` (so ``configs/demo.yaml`` reproduces it), capped in wall time;
-4. test the best checkpoint on the test split (unseen sentences and voices);
+4. test the best checkpoint on the test split (unseen sentences, some unseen voices) and on
+   each held-out split the corpus has (``HELDOUT_SPLITS``: an engine never heard in training,
+   or eSpeak voices never heard where no engine can be held out; human recordings);
 5. write ``OUT/summary.json``.
 
 Each step reuses what an earlier, interrupted demo left in ``OUT``.
@@ -18,6 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from rnnt import constants as C
+
+# Held-out test splits (manifest OUT/data/<split>.jsonl) and the summary key of each one's WER.
+HELDOUT_SPLITS = {
+    "test_unseen_engine": "test_wer_unseen_engine",
+    "test_unseen_voice": "test_wer_unseen_voice",
+    "test_human": "test_wer_human",
+}
 
 
 def _days_hours_minutes_seconds(minutes: float) -> str:
@@ -93,6 +102,9 @@ def run_demo(
     started = time.perf_counter()
     print(f"[1/3] demo corpus and tokenizer in {data_dir}", flush=True)
     prepare_demo_data(data_dir, train_hours, seed)
+    from rnnt.corpus.synth import describe_sources
+
+    print(describe_sources(data_dir / "corpus.json"), flush=True)
     data_seconds = time.perf_counter() - started
 
     # A demo stopped by SIGTERM (which saves last.ckpt), SIGKILL or a crash resumes from its
@@ -118,8 +130,18 @@ def run_demo(
     print(f"[3/3] testing {best} on the test split (unseen sentences and voices)", flush=True)
     results = trainer.test(model, datamodule=datamodule, ckpt_path=best or "last")
     test = results[0] if results else {}
+    heldout_wers = {}
+    for split, key in HELDOUT_SPLITS.items():
+        manifest = data_dir / f"{split}.jsonl"
+        if manifest.is_file():
+            print(f"      and on {split}", flush=True)
+            datamodule.use_test_manifest(str(manifest))
+            scored = trainer.test(model, datamodule=datamodule, ckpt_path=best or "last")
+            heldout_wers[key] = scored[0].get("test_wer") if scored else None
+    corpus = json.loads((data_dir / "corpus.json").read_text(encoding="utf-8"))
     summary = {
         "test_wer": test.get("test_wer"),
+        **heldout_wers,
         "test_loss": test.get("test_loss"),
         "val_wer": None if val_wer is None else float(val_wer),
         "train_seconds": round(train_seconds, 1),
@@ -132,13 +154,23 @@ def run_demo(
         "best_checkpoint": best,
         "last_checkpoint": str(Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"),
         "tensorboard": trainer.logger.log_dir,
+        "corpus": {
+            split: {key: info[key] for key in ("utterances", "hours", "engines") if key in info}
+            for split, info in corpus["splits"].items()
+        },
+        "engines": {
+            key: corpus["voices"].get(key)
+            for key in ("training_engines", "heldout_engine", "skipped_engines")
+        },
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    wer = summary["test_wer"]
+    wers = "".join(
+        f"\n  {key}: {'n/a' if summary[key] is None else f'{100 * summary[key]:.2f}%'}"
+        for key in ("test_wer", *heldout_wers)
+    )
     print(
-        f"\ndemo done in {summary['total_seconds'] / 60:.1f} min: test WER "
-        f"{'n/a' if wer is None else f'{100 * wer:.2f}%'} after {summary['epochs']} epochs "
-        f"({summary['train_seconds'] / 60:.1f} min of training)\n"
+        f"\ndemo done in {summary['total_seconds'] / 60:.1f} min after {summary['epochs']} "
+        f"epochs ({summary['train_seconds'] / 60:.1f} min of training):{wers}\n"
         f"  best checkpoint: {best}\n"
         f"  TensorBoard:     tensorboard --logdir {trainer.logger.log_dir}\n"
         f"  transcribe:      rnnt transcribe --checkpoint {best} AUDIO.wav\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rnnt.constants import BEAM_SIZE, DEMO_MAX_TRAIN_MINUTES
-from rnnt.demo import run_demo
+from rnnt.demo import HELDOUT_SPLITS, run_demo
 
 DEMO_WER_TARGET = 0.15  # issue: at most 15 % WER on the demo test split
 DEMO_WALL_MINUTES = 20  # issue: `make demo` within 20 minutes on 2 CPU cores
@@ -33,6 +33,21 @@ def test_demo_reaches_target_wer_within_time_budget(demo):
     assert summary["train_seconds"] <= DEMO_MAX_TRAIN_MINUTES * 60 + 60
     assert summary["total_seconds"] <= DEMO_WALL_MINUTES * 60
     assert Path(summary["best_checkpoint"]).is_file()
+
+
+@pytest.mark.slow
+def test_demo_scores_every_heldout_split_it_made(demo):
+    folder, summary = demo
+    made = {split for split in HELDOUT_SPLITS if (folder / "data" / f"{split}.jsonl").is_file()}
+    # One of the two unseen splits always; test_human where recordings are installed.
+    assert len(made & {"test_unseen_engine", "test_unseen_voice"}) == 1
+    for split, key in HELDOUT_SPLITS.items():
+        if split in made:
+            assert 0.0 <= summary[key] < 2.0, key
+        else:
+            assert key not in summary
+    assert summary["engines"]["training_engines"][0] == "espeak"
+    assert summary["corpus"]["train"]["utterances"] > 0
 
 
 def check_beam_no_worse_than_greedy(folder: Path, checkpoint: Path, output: Path) -> None:

@@ -40,7 +40,7 @@ FLOORS = (
         "rnnt.lightning_cli",
         "rnnt.demo",
     ),
-    ("rnnt.cli", "rnnt.cli_args", "rnnt.__main__"),
+    ("rnnt.cli", "rnnt.cli_args", "rnnt.cli_demo", "rnnt.__main__"),
 )
 # The training pipeline never needs the demo corpus; the model stack never needs Lightning.
 NEVER_IMPORTS = {

@@ -1,4 +1,6 @@
-"""The synthesized demo corpus (rnnt/corpus/synth.py) and its eSpeak NG engine (rnnt/corpus/engines/espeak.py)."""
+"""The synthesized demo corpus (rnnt/corpus/synth.py, voices.py) and its eSpeak NG engine
+(rnnt/corpus/engines/espeak.py). The corpus uses whichever engines are installed; the other
+engines have their own tests in tests/test_engines.py."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from rnnt.constants import (
     DEMO_VARIANTS,
     SAMPLE_RATE,
 )
-from rnnt.corpus.engines import espeak
+from rnnt.corpus import voices
+from rnnt.corpus.engines import ENGINES, espeak
 from rnnt.corpus.grammar import ALLOWED_CHARACTERS, CATEGORIES
 from rnnt.corpus.resample import resample
 from rnnt.corpus.synth import synthesize_demo_corpus
@@ -33,6 +36,8 @@ def _make(folder, num_workers):
         train_hours=TRAIN_HOURS,
         val_utterances=5,
         test_utterances=6,
+        unseen_utterances=4,
+        recordings=False,  # tests/test_recordings.py checks them in the corpus
         seed=SEED,
         num_workers=num_workers,
         progress=False,
@@ -51,8 +56,10 @@ def _lines(path):
 
 def test_corpus_layout_and_sizes(corpus):
     folder, paths = corpus
-    assert {name: paths[name] for name in ("train", "val", "test")} == {
-        split: folder / f"{split}.jsonl" for split in ("train", "val", "test")
+    heldout = json.loads((folder / "corpus.json").read_text())["voices"]["heldout_split"]
+    splits = ("train", "val", "test", heldout)
+    assert {name: paths[name] for name in splits} == {
+        split: folder / f"{split}.jsonl" for split in splits
     }
     train = read_manifest(paths["train"])
     total = sum(u.duration for u in train)
@@ -61,15 +68,15 @@ def test_corpus_layout_and_sizes(corpus):
     assert len(read_manifest(paths["val"])) == 5 and len(read_manifest(paths["test"])) == 6
     raw = _lines(paths["train"])
     assert raw[0]["audio_filepath"] == "audio/train/train-000000.flac"  # relative: corpus moves
-    assert raw[0]["category"] in CATEGORIES and "+" in raw[0]["voice"]
+    assert raw[0]["category"] in CATEGORIES and raw[0]["engine"] in ENGINES and raw[0]["voice"]
     info = json.loads((folder / "corpus.json").read_text())
     assert info["splits"]["train"]["utterances"] == len(train)
 
 
 def test_audio_is_16k_mono_flac_matching_manifest(corpus):
     folder, paths = corpus
-    for split in ("train", "val", "test"):
-        for utterance in read_manifest(paths[split]):
+    for split in ("train", "val", "test", "test_unseen_engine", "test_unseen_voice"):
+        for utterance in read_manifest(paths[split]) if split in paths else []:
             info = soundfile.info(utterance.audio_filepath)
             assert (info.format, info.samplerate, info.channels) == ("FLAC", SAMPLE_RATE, 1)
             assert info.frames / SAMPLE_RATE == utterance.duration
@@ -103,18 +110,93 @@ def test_splits_have_disjoint_sentences(corpus):
 def test_test_split_has_voices_never_heard_in_training(corpus):
     _, paths = corpus
     records = {split: _lines(paths[split]) for split in ("train", "val", "test")}
-    heldout_variants = set(DEMO_HELDOUT_VARIANTS)
-    heldout_accents = set(DEMO_HELDOUT_ACCENTS)
     for split in ("train", "val"):
         for record in records[split]:
-            accent, variant = record["voice"].split("+")
-            assert variant in DEMO_VARIANTS and accent not in heldout_accents
             assert record["unseen_voice"] is False
+            if record["engine"] == "espeak":
+                accent, variant = record["voice"].split("+")
+                assert variant in DEMO_VARIANTS and accent not in DEMO_HELDOUT_ACCENTS
     unseen = [r for r in records["test"] if r["unseen_voice"]]
-    assert len(unseen) == 3  # DEMO_TEST_HELDOUT_FRACTION of 6
-    assert all(r["voice"].split("+")[1] in heldout_variants for r in unseen)
-    seen_voices = {r["voice"] for split in ("train", "val") for r in records[split]}
-    assert not {r["voice"] for r in unseen} & seen_voices
+    espeak_test = [r for r in records["test"] if r["engine"] == "espeak"]
+    # DEMO_TEST_HELDOUT_FRACTION (a half) of the eSpeak test utterances, by index.
+    assert len(unseen) == sum(voices.is_heldout(int(r["id"][-6:])) for r in espeak_test)
+    assert all(r["engine"] == "espeak" for r in unseen)
+    assert all(r["voice"].split("+")[1] in DEMO_HELDOUT_VARIANTS for r in unseen)
+    seen_voices = {(r["engine"], r["voice"]) for split in ("train", "val") for r in records[split]}
+    assert not {(r["engine"], r["voice"]) for r in unseen} & seen_voices
+
+
+def test_heldout_split_shares_no_sentence_engine_or_speaker_with_training(corpus):
+    folder, paths = corpus
+    info = json.loads((folder / "corpus.json").read_text())["voices"]
+    heldout = _lines(paths[info["heldout_split"]])
+    train = _lines(paths["train"]) + _lines(paths["val"])
+    assert heldout and all(r["unseen_voice"] for r in heldout)
+    assert not {r["text"] for r in heldout} & {r["text"] for r in train}
+    heard = {voices.speaker(r["engine"], r["voice"]) for r in train}
+    assert not {voices.speaker(r["engine"], r["voice"]) for r in heldout} & heard
+    if info["heldout_split"] == voices.UNSEEN_ENGINE_SPLIT:
+        assert {r["engine"] for r in heldout} == {info["heldout_engine"]}
+        assert info["heldout_engine"] not in {r["engine"] for r in train}
+    else:  # only eSpeak's held-out voices
+        assert all(r["voice"].split("+")[1] in DEMO_HELDOUT_VARIANTS for r in heldout)
+
+
+def _fake_engines(monkeypatch, installed: dict[str, list[str]]):
+    """Pretend that exactly these engines (with these voices) are installed."""
+
+    class Fake:
+        def __init__(self, names):
+            self.names = names
+
+        def missing(self):
+            return None
+
+        def voice_names(self):
+            return self.names
+
+    real = voices.engine
+    fakes = {name: Fake(names) for name, names in installed.items() if name != "espeak"}
+    monkeypatch.setattr(voices, "engine", lambda name: fakes.get(name) or real(name))
+    monkeypatch.setattr(
+        voices,
+        "survey",
+        lambda names: {n: None if n in installed else f"{n} is not installed" for n in names},
+    )
+
+
+def test_cast_holds_out_the_preferred_engine_and_its_speakers(monkeypatch):
+    _fake_engines(
+        monkeypatch,
+        {
+            "espeak": [],
+            "piper": ["joe"],
+            "flite": ["awb", "kal", "kal16", "rms", "slt"],
+            "festival": ["kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts"],
+        },
+    )
+    cast = voices.cast_voices()
+    assert cast.heldout_split == "test_unseen_engine" and cast.heldout_engine == "festival"
+    assert cast.engines == ("espeak", "piper", "flite")
+    assert cast.voices["flite"] == ("awb", "rms")  # kal and slt are festival's speakers too
+
+
+def test_cast_without_an_engine_to_hold_out_holds_out_espeak_voices(monkeypatch):
+    _fake_engines(monkeypatch, {"espeak": [], "piper": ["joe"]})
+    cast = voices.cast_voices()
+    assert cast.heldout_split == "test_unseen_voice" and cast.heldout_engine is None
+    assert cast.skipped == {
+        "flite": "flite is not installed",
+        "festival": "festival is not installed",
+    }
+    rng = np.random.default_rng(0)
+    voice, unseen = voices.draw_voice(rng, cast, "test_unseen_voice", 0)
+    assert unseen and voice.engine == "espeak" and voice.name.split("+")[1] in DEMO_HELDOUT_VARIANTS
+
+
+def test_cast_needs_espeak():
+    with pytest.raises(ValueError, match="needs the espeak engine"):
+        voices.cast_voices(["piper"])
 
 
 def test_noise_files_exist(corpus):
@@ -150,6 +232,9 @@ def test_rerun_in_same_folder_replaces_stale_files(tmp_path):
         train_hours=0.002,
         val_utterances=1,
         test_utterances=2,
+        unseen_utterances=1,
+        engines=["espeak"],
+        recordings=False,
         seed=3,
         num_workers=1,
         progress=False,

@@ -1,7 +1,8 @@
 """Planning the demo corpus: each utterance's and noise file's settings, drawn from the seed.
 
 A plan is a list of jobs (``UtteranceJob``, ``NoiseJob``), each holding everything a worker
-needs to render one file, so that rendering depends on nothing else. Every job draws from its
+needs to render one file (its engine's voice and settings among them, see ``voices.py``), so
+that rendering depends on nothing else. Every job draws from its
 own random stream, ``numpy.random.default_rng([seed, stream, index])``, and sentences come from
 one ``SentenceStream`` per corpus: the plan, and so the corpus, is a function of the seed alone,
 whatever the number of workers.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,11 +28,26 @@ from rnnt.constants import (
 )
 from rnnt.corpus.engines import espeak
 from rnnt.corpus.grammar import Sentence, generate_sentence, spoken_form
-from rnnt.corpus.voices import draw_voice, is_heldout
+from rnnt.corpus.voices import (
+    UNSEEN_ENGINE_SPLIT,
+    UNSEEN_VOICE_SPLIT,
+    Cast,
+    draw_espeak_voice,
+    draw_voice,
+)
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test")  # every corpus has these; see ``held_out_splits``
+HUMAN_SPLIT = "test_human"
 NOISE_KINDS = ("white", "pink", "brown", "hum50", "hum60", "fan", "babble", "cafe")
-_STREAMS = {"train": 0, "val": 1, "test": 2, "noise": 3}  # per-seed random streams
+_STREAMS = {  # per-seed random streams; a corpus has one of the two unseen splits
+    "train": 0,
+    "val": 1,
+    "test": 2,
+    "noise": 3,
+    UNSEEN_ENGINE_SPLIT: 4,
+    UNSEEN_VOICE_SPLIT: 4,
+    HUMAN_SPLIT: 5,
+}
 _MAX_DUPLICATE_DRAWS = 10_000  # consecutive repeats before the grammar counts as exhausted
 
 SpokenLine = tuple[str, espeak.Voice, int]  # (text for the synthesizer, voice, eSpeak seed)
@@ -48,8 +65,8 @@ class UtteranceJob:
     index: int
     text: str
     category: str
-    voice: espeak.Voice
-    espeak_seed: int
+    voice: Any  # the ``Voice`` of its engine (``voice.engine``)
+    engine_seed: int
     margins_s: tuple[float, float]
     peak_dbfs: float
     unseen_voice: bool
@@ -66,16 +83,17 @@ class UtteranceJob:
             "duration": duration,
             "text": self.text,
             "id": self.utterance_id,
+            "engine": self.voice.engine,
             "voice": self.voice.name,
             "category": self.category,
             "unseen_voice": self.unseen_voice,
         }
 
     def estimated_seconds(self) -> float:
-        """A guess at the duration, from the word count and speaking rate (seconds)."""
+        """A guess at the duration, from the word count and a typical rate (seconds)."""
         # Only sizes the next batch of training utterances; exact durations come from audio.
-        words = len(self.text.split())
-        return words * 60.0 / self.voice.rate_wpm + sum(self.margins_s)
+        words_per_minute = sum(DEMO_RATE_RANGE_WPM) / 2
+        return len(self.text.split()) * 60.0 / words_per_minute + sum(self.margins_s)
 
 
 @dataclass(frozen=True)
@@ -100,6 +118,10 @@ class SentenceStream:
         self._rng = random.Random(seed)
         self._used: set[str] = set()
 
+    def reserve(self, texts: list[str]) -> None:
+        """Never give these transcripts (sentences of a split made elsewhere, e.g. recordings)."""
+        self._used.update(texts)
+
     def next(self) -> Sentence:
         """The next sentence not given before.
 
@@ -119,16 +141,15 @@ class SentenceStream:
 
 
 def plan_utterance(
-    out: Path, split: str, index: int, sentences: SentenceStream, seed: int
+    out: Path, split: str, index: int, sentences: SentenceStream, seed: int, cast: Cast
 ) -> UtteranceJob:
-    """Utterance ``index`` of ``split``: the next sentence, a voice, margins and level.
+    """Utterance ``index`` of ``split``: the next sentence, a voice of ``cast``, margins and level.
 
     Its audio goes to ``out/audio/<split>/<split>-<index:06d>.flac``.
     """
     sentence = sentences.next()
     rng = np.random.default_rng([seed, _STREAMS[split], index])
-    unseen = split == "test" and is_heldout(index)
-    voice = draw_voice(rng, heldout=unseen)
+    voice, unseen = draw_voice(rng, cast, split, index)
     margins = tuple(float(m) for m in rng.uniform(*DEMO_SILENCE_MARGIN_S, size=2))
     return UtteranceJob(
         split=split,
@@ -136,7 +157,7 @@ def plan_utterance(
         text=sentence.text,
         category=sentence.category,
         voice=voice,
-        espeak_seed=int(rng.integers(2**31 - 1)),
+        engine_seed=int(rng.integers(2**31 - 1)),
         margins_s=margins,
         peak_dbfs=float(rng.uniform(*DEMO_PEAK_DBFS_RANGE)),
         unseen_voice=unseen,
@@ -166,7 +187,7 @@ def plan_noise(out: Path, sentences: SentenceStream, seed: int) -> list[NoiseJob
                 # A few seconds per talker, looped: overlapped talkers hide the repetition.
                 while spoken < min(seconds, DEMO_BABBLE_LOOP_S):
                     sentence = sentences.next()
-                    voice = draw_voice(rng, heldout=False, any_voice=True)
+                    voice = draw_espeak_voice(rng, heldout=False, any_voice=True)
                     talker.append((spoken_form(sentence.text), voice, int(rng.integers(2**31 - 1))))
                     spoken += len(sentence.text.split()) * 60.0 / DEMO_RATE_RANGE_WPM[1]
                 babble.append(tuple(talker))

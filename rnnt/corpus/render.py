@@ -1,7 +1,8 @@
 """Rendering one planned job to a FLAC file; runs in the corpus's worker processes.
 
-An utterance is spoken by eSpeak NG, trimmed of eSpeak's silence, resampled from 22.05 to
-16 kHz, levelled to its peak and given its silence margins. A noise file is one of the
+An utterance is spoken by its voice's engine (``rnnt/corpus/engines``), trimmed of the engine's
+silence, resampled from the engine's rate to 16 kHz, levelled to its peak and given its silence
+margins. A noise file is one of the
 generators in ``rnnt/corpus/noise.py``, or babble: several talkers at once. Everything here
 depends only on the job it is given (see ``rnnt/corpus/plan.py``).
 """
@@ -11,12 +12,13 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile
 
 from rnnt.constants import DEMO_NOISE_PEAK_DBFS, DEMO_TRIM_THRESHOLD_DB, SAMPLE_RATE
-from rnnt.corpus.engines import espeak
+from rnnt.corpus.engines import engine
 from rnnt.corpus.grammar import spoken_form
 from rnnt.corpus.noise import coloured_noise, fan_noise, mains_hum, normalised_rms
 from rnnt.corpus.plan import NoiseJob, SpokenLine, UtteranceJob
@@ -25,9 +27,11 @@ from rnnt.corpus.resample import resample
 
 def render_utterance(job: UtteranceJob) -> float:
     """Synthesize, trim, resample, level and write one utterance; its duration in seconds."""
-    speech = speak(spoken_form(job.text), job.voice, job.espeak_seed)
+    speech = speak(spoken_form(job.text), job.voice, job.engine_seed)
     if speech.size == 0:
-        raise RuntimeError(f"eSpeak NG produced no audio for {job.text!r} with {job.voice}")
+        raise RuntimeError(
+            f"{job.voice.engine} produced no audio for {job.text!r} with {job.voice}"
+        )
     speech *= 10.0 ** (job.peak_dbfs / 20.0) / np.abs(speech).max()
     lead, trail = (round(margin * SAMPLE_RATE) for margin in job.margins_s)
     audio = np.concatenate([np.zeros(lead), speech, np.zeros(trail)])
@@ -35,12 +39,12 @@ def render_utterance(job: UtteranceJob) -> float:
     return len(audio) / SAMPLE_RATE
 
 
-def speak(text: str, voice: espeak.Voice, seed: int) -> np.ndarray:
-    """eSpeak's audio for ``text`` without leading/trailing silence.
+def speak(text: str, voice: Any, seed: int) -> np.ndarray:
+    """The audio of ``text`` spoken by ``voice`` (of any engine) without leading/trailing silence.
 
-    Returns ``(S,)`` float32 at ``SAMPLE_RATE`` Hz; empty if eSpeak made no sound.
+    Returns ``(S,)`` float32 at ``SAMPLE_RATE`` Hz; empty if the engine made no sound.
     """
-    samples, rate = espeak.synthesize(text, voice, seed)
+    samples, rate = engine(voice.engine).synthesize(text, voice, seed)
     if samples.size == 0:
         return np.zeros(0, dtype=np.float32)
     magnitude = np.abs(samples.astype(np.int32))
