@@ -28,6 +28,7 @@ def _demo_data(options: argparse.Namespace) -> None:
         unseen_utterances=options.unseen_utterances,
         engines=options.engines,
         recordings=options.recordings,
+        human_training=options.human_training,
         seed=options.seed,
         num_workers=options.workers,
     )
@@ -86,6 +87,12 @@ def add_demo_data_command(commands: Any) -> None:
     )
     recordings.add_argument(
         "--without-recordings", dest="recordings", action="store_false", help="no human recordings"
+    )
+    demo_data.add_argument(
+        "--human-training",
+        action=argparse.BooleanOptionalAction,
+        default=C.DEMO_HUMAN_TRAINING,
+        help="train on the recordings' clips too (game phrases and words)",
     )
     demo_data.add_argument("--seed", type=check.seed, default=C.SEED)
     demo_data.add_argument(

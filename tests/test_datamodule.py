@@ -108,3 +108,17 @@ def test_fit_with_a_one_megabyte_transcript_trains_in_bounded_memory(corpus, tmp
     assert report["steps"] >= 3  # a whole epoch: every batch of the manifest
     assert report["skipped"] == {"text_too_long_for_audio": 1}
     assert report["peak_rss"] < CHILD_PEAK_RSS
+
+
+def test_use_test_manifest_scores_another_test_set(corpus, tmp_path):
+    lines = (corpus / "train.jsonl").read_text().splitlines()
+    other = corpus / "few.jsonl"  # beside the audio: relative paths resolve
+    other.write_text("\n".join(lines[:5]) + "\n")
+    module = datamodule(corpus)
+    module.setup("test")
+    assert len(module._records["test"]) == 24
+    module.use_test_manifest(str(other))
+    module.setup("test")
+    assert len(module._records["test"]) == 5
+    assert module.setup_stats["test"] is not None
+    assert sum(len(batch["texts"]) for batch in module.test_dataloader()) == 5

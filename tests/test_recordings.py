@@ -511,6 +511,7 @@ def test_demo_corpus_trains_on_some_voices_and_tests_on_another(
         test_utterances=1,
         unseen_utterances=1,
         engines=["espeak"],
+        human_training=True,
         num_workers=1,
         progress=False,
     )
@@ -524,6 +525,27 @@ def test_demo_corpus_trains_on_some_voices_and_tests_on_another(
     info = json.loads((tmp_path / "corpus" / "corpus.json").read_text())
     assert info["splits"]["test_human"]["utterances"] == len(test_human)
     assert "missing" in info["recordings"]["ktuberling"]
+
+
+def test_demo_corpus_can_test_on_recordings_without_training_on_them(
+    monkeypatch, tmp_path, asterisk_root, warzone_root
+):
+    from rnnt.corpus.synth import synthesize_demo_corpus
+
+    _installed_only(monkeypatch, tmp_path, asterisk=asterisk_root, warzone2100=warzone_root)
+    paths = synthesize_demo_corpus(
+        tmp_path / "corpus",
+        train_hours=0.002,
+        val_utterances=1,
+        test_utterances=1,
+        unseen_utterances=1,
+        engines=["espeak"],
+        human_training=False,
+        num_workers=1,
+        progress=False,
+    )
+    assert not [r for r in _lines(paths["train"]) if r["engine"] == "human"]
+    assert _lines(paths["test_human"])
 
 
 def test_demo_corpus_with_recordings_demanded_but_none_installed_says_so(monkeypatch, tmp_path):

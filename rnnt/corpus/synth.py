@@ -43,6 +43,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from rnnt.constants import (
+    DEMO_HUMAN_TRAINING,
     DEMO_TEST_UTTERANCES,
     DEMO_TRAIN_HOURS,
     DEMO_UNSEEN_UTTERANCES,
@@ -84,6 +85,7 @@ def synthesize_demo_corpus(
     unseen_utterances: int = DEMO_UNSEEN_UTTERANCES,
     engines: Sequence[str] = ENGINES,
     recordings: bool | None = None,
+    human_training: bool = DEMO_HUMAN_TRAINING,
     seed: int = SEED,
     num_workers: int | None = None,
     progress: bool = True,
@@ -101,6 +103,8 @@ def synthesize_demo_corpus(
         recordings: human recordings (``rnnt/corpus/recordings``): ``None`` adds those
             installed (training clips, and the ``test_human`` split), ``True`` the same but
             fails when none is installed, ``False`` none.
+        human_training: add the training sources' clips (``RECORDINGS_TRAIN_SOURCES``) to the
+            training split (``DEMO_HUMAN_TRAINING``); ``test_human`` is made either way.
         seed: everything made is a function of it (and of the engines installed).
         num_workers: processes; ``None`` uses every core, ``<= 1`` works in this process.
             Workers are spawned, so a script that calls this with workers needs the usual
@@ -137,7 +141,11 @@ def synthesize_demo_corpus(
         for split, count in counts.items()
     }
     human = _human_splits(
-        out, seed, recordings, avoid=[job.text for jobs in planned.values() for job in jobs]
+        out,
+        seed,
+        recordings,
+        human_training,
+        avoid=[job.text for jobs in planned.values() for job in jobs],
     )
     sentences.reserve([record["text"] for record in human.get(HUMAN_SPLIT, [])])
     with _Runner(workers) as runner:
@@ -327,7 +335,7 @@ def _write_info(
 
 
 def _human_splits(
-    out: Path, seed: int, wanted: bool | None, avoid: list[str]
+    out: Path, seed: int, wanted: bool | None, training: bool, avoid: list[str]
 ) -> dict[str, list[dict]]:
     """Human recordings for ``train`` and ``test_human`` (see ``synthesize_demo_corpus``).
 
@@ -341,7 +349,7 @@ def _human_splits(
     found = {
         split: human.human_utterances(sources, seed, out, split, avoid=avoid)
         for split, sources in (
-            ("train", RECORDINGS_TRAIN_SOURCES),
+            ("train", RECORDINGS_TRAIN_SOURCES if training else ()),
             (HUMAN_SPLIT, RECORDINGS_TEST_SOURCES),
         )
     }
