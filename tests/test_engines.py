@@ -8,11 +8,19 @@ import numpy as np
 import pytest
 
 from rnnt.constants import (
+    FESTIVAL_DURATION_STRETCH_RANGE,
+    FESTIVAL_PITCH_FACTOR_RANGE,
+    FLITE_DURATION_STRETCH_RANGE,
+    FLITE_PITCH_FACTOR_RANGE,
     PIPER_LENGTH_SCALE_RANGE,
     PIPER_NOISE_SCALE_RANGE,
     PIPER_NOISE_W_SCALE_RANGE,
 )
-from rnnt.corpus.engines import piper  # imports no Piper package until one is needed
+from rnnt.corpus.engines import (
+    festival,
+    flite,
+    piper,  # imports no Piper package until one is needed
+)
 
 # --- Piper (rnnt/corpus/engines/piper.py) ------------------------------------------------------
 
@@ -124,14 +132,6 @@ def test_piper_refuses_a_random_op_it_cannot_seed():
 
 # --- Flite and Festival (rnnt/corpus/engines/flite.py, festival.py) ----------------------------
 # Both run a Debian program per utterance (`make voices`); tests that speak skip without it.
-
-from rnnt.constants import (  # noqa: E402  (this section is appended to a shared file)
-    FESTIVAL_DURATION_STRETCH_RANGE,
-    FESTIVAL_PITCH_FACTOR_RANGE,
-    FLITE_DURATION_STRETCH_RANGE,
-    FLITE_PITCH_FACTOR_RANGE,
-)
-from rnnt.corpus.engines import festival, flite  # noqa: E402
 
 SYSTEM_ENGINES = [flite, festival]
 
@@ -264,3 +264,25 @@ def test_system_engine_missing_says_the_program_is_absent(module, reason, monkey
         module.synthesize("hello", module.Voice("any"))
     with pytest.raises(ValueError, match="not installed"):
         module.check_voices(["any"])
+
+
+def test_a_failing_or_hanging_engine_process_is_an_error_naming_the_command(monkeypatch, tmp_path):
+    fake, slow = tmp_path / "fake-flite", tmp_path / "slow"
+    fake.write_text(
+        '#!/bin/sh\n[ "$1" = "-lv" ] && { echo "Voices available: awb"; exit 0; }\n'
+        f"[ -f {slow} ] && sleep 5\n"
+        'echo "no such voice" >&2\nexit 3\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(flite, "_PROGRAM", str(fake))
+    monkeypatch.setattr(flite, "missing", lambda: None)
+    flite._listed_voices.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match=r"flite failed \(exit status 3\): .*fake-flite"):
+            flite.synthesize("hello", flite.Voice("awb"))
+        slow.touch()
+        monkeypatch.setattr(flite, "SPEECH_ENGINE_TIMEOUT_S", 0.5)
+        with pytest.raises(RuntimeError, match=r"flite took over 0.5 s: .*fake-flite"):
+            flite.synthesize("hello", flite.Voice("awb"))
+    finally:
+        flite._listed_voices.cache_clear()
