@@ -20,6 +20,7 @@ from rnnt.corpus.engines import (
     festival,
     flite,
     piper,  # imports no Piper package until one is needed
+    program,
 )
 
 # --- Piper (rnnt/corpus/engines/piper.py) ------------------------------------------------------
@@ -281,7 +282,7 @@ def test_a_failing_or_hanging_engine_process_is_an_error_naming_the_command(monk
         with pytest.raises(RuntimeError, match=r"flite failed \(exit status 3\): .*fake-flite"):
             flite.synthesize("hello", flite.Voice("awb"))
         slow.touch()
-        monkeypatch.setattr(flite, "SPEECH_ENGINE_TIMEOUT_S", 0.5)
+        monkeypatch.setattr(program, "SPEECH_ENGINE_TIMEOUT_S", 0.5)
         with pytest.raises(RuntimeError, match=r"flite took over 0.5 s: .*fake-flite"):
             flite.synthesize("hello", flite.Voice("awb"))
     finally:

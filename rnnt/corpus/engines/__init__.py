@@ -15,6 +15,7 @@ Every engine module (``rnnt/corpus/engines/<name>.py``, listed in ``ENGINES``) e
 - ``check_voices(names)``, which raises ``ValueError`` naming the voices it lacks.
 
 ``engine(name)`` imports one engine module; ``survey()`` says which engines this machine has.
+``program`` is not an engine: it runs an engine's program (Flite, Festival) for one utterance.
 Nothing here imports an engine until asked, so loading one engine's library never loads
 another's.
 """

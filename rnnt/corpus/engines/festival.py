@@ -38,9 +38,7 @@ modify and distribute freely, keep the notice, mark modifications); the SLT HTS 
 from __future__ import annotations
 
 import functools
-import os
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,13 +52,11 @@ from rnnt.constants import (
     FESTIVAL_HEAP_CELLS,
     FESTIVAL_PITCH_FACTOR_RANGE,
     FESTIVAL_VOICES,
-    SPEECH_ENGINE_TIMEOUT_S,
 )
+from rnnt.corpus.engines import program
 
 NAME = "festival"
 _PROGRAM = "festival"
-# Festival reads numbers with the C library, which follows the locale's decimal separator.
-_ENVIRONMENT = {**os.environ, "LC_ALL": "C"}
 
 
 @dataclass(frozen=True)
@@ -188,25 +184,4 @@ def _installed_voices() -> frozenset[str]:  # asks Festival once per process
 
 
 def _run(command: list[str], folder: str | None) -> str:  # stdout; errors name the command
-    try:
-        finished = subprocess.run(
-            command,
-            cwd=folder,
-            env=_ENVIRONMENT,
-            capture_output=True,
-            text=True,
-            timeout=SPEECH_ENGINE_TIMEOUT_S,
-            check=False,
-        )
-    except FileNotFoundError as error:
-        raise RuntimeError(missing() or "festival could not be started") from error
-    except subprocess.TimeoutExpired as error:
-        raise RuntimeError(
-            f"Festival took over {SPEECH_ENGINE_TIMEOUT_S:g} s: {' '.join(command)}"
-        ) from error
-    if finished.returncode != 0:
-        raise RuntimeError(
-            f"Festival failed (exit status {finished.returncode}): {' '.join(command)}\n"
-            f"{(finished.stderr + finished.stdout).strip()}"
-        )
-    return finished.stdout
+    return program.run(command, "Festival", folder)

@@ -34,9 +34,7 @@ freely, keep the copyright notice, mark modifications); see /usr/share/doc/flite
 from __future__ import annotations
 
 import functools
-import os
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,13 +48,11 @@ from rnnt.constants import (
     FLITE_FIXED_PITCH_VOICES,
     FLITE_LIMITED_DOMAIN_VOICES,
     FLITE_PITCH_FACTOR_RANGE,
-    SPEECH_ENGINE_TIMEOUT_S,
 )
+from rnnt.corpus.engines import program
 
 NAME = "flite"
 _PROGRAM = "flite"
-# Flite parses "1.25" with the C library, which follows the locale's decimal separator.
-_ENVIRONMENT = {**os.environ, "LC_ALL": "C"}
 
 
 @dataclass(frozen=True)
@@ -161,25 +157,4 @@ def _listed_voices() -> tuple[str, ...]:  # asks the binary once per process
 
 
 def _run(command: list[str], folder: str | None) -> str:  # stdout; errors name the command
-    try:
-        finished = subprocess.run(
-            command,
-            cwd=folder,
-            env=_ENVIRONMENT,
-            capture_output=True,
-            text=True,
-            timeout=SPEECH_ENGINE_TIMEOUT_S,
-            check=False,
-        )
-    except FileNotFoundError as error:
-        raise RuntimeError("flite is not installed (make voices, or apt install flite)") from error
-    except subprocess.TimeoutExpired as error:
-        raise RuntimeError(
-            f"flite took over {SPEECH_ENGINE_TIMEOUT_S:g} s: {' '.join(command)}"
-        ) from error
-    if finished.returncode != 0:
-        raise RuntimeError(
-            f"flite failed (exit status {finished.returncode}): {' '.join(command)}\n"
-            f"{finished.stderr.strip()}"
-        )
-    return finished.stdout
+    return program.run(command, "flite", folder)

@@ -34,6 +34,7 @@ from rnnt.corpus.recordings import audio
 from rnnt.corpus.recordings.labels import check_rate, normalise
 from rnnt.corpus.recordings.record import Found, LabelError, Recording
 from rnnt.corpus.spoken_numbers import number_words, ordinal_words
+from rnnt.corpus.vocabulary import MONTHS, WEEKDAYS
 
 NAME = "asterisk"
 PACKAGE = "asterisk-core-sounds-en-wav"
@@ -45,21 +46,7 @@ LABELS_FILE = "core-sounds-en.txt"
 LABELS_DOC = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
 UNUSED_FOLDERS = ("letters", "phonetic", "silence")
 
-_DAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
-_MONTHS = (
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-)
+_DAYS = (WEEKDAYS[-1], *WEEKDAYS[:-1])  # Asterisk numbers the days from Sunday: day-0
 _INSTALL = "make voices, or apt install"
 
 
@@ -152,7 +139,7 @@ def _digit_words(stem: str) -> str:
     number = int(value)
     if kind == "h":
         return ordinal_words(number)
-    names = _DAYS if kind == "day" else _MONTHS
+    names = _DAYS if kind == "day" else MONTHS
     return names[number] if number < len(names) else stem
 
 
