@@ -40,6 +40,15 @@ ROWS = [
     ("demo-data", ["--out", NEW, "--train-hours", "inf"], "--train-hours"),
     ("demo-data", ["--out", NEW, "--val-utterances", "0"], "--val-utterances"),
     ("demo-data", ["--out", NEW, "--test-utterances", "two"], "--test-utterances"),
+    ("demo-data", ["--out", NEW, "--unseen-utterances", "0"], "--unseen-utterances"),
+    ("demo-data", ["--out", NEW, "--engines", "festivox"], "--engines"),
+    ("demo-data", ["--out", NEW, "--engines"], "--engines"),  # at least one
+    (
+        "demo-data",
+        ["--out", NEW, "--with-recordings", "--without-recordings"],
+        "--without-recordings",
+    ),
+    ("demo-data", ["--out", NEW, "--human-training=yes"], "--human-training"),
     ("demo-data", ["--out", NEW, "--seed", "-1"], "--seed"),
     ("demo-data", ["--out", NEW, "--workers", "0"], "--workers"),
     ("demo-data", ["--out", NEW, "--overwrite=yes"], "--overwrite"),
