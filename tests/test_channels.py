@@ -233,15 +233,22 @@ def _audio(loader) -> dict[str, torch.Tensor]:
 def test_datamodule_applies_the_channels_to_training_only_from_the_start_epoch(corpus):
     plain = dict(noise_path=None, speed_perturb=[])
     module = datamodule(corpus, **plain, **ALL_ON, channels_start_epoch=1, num_workers=1)
-    clean = _audio(module.val_dataloader())  # validation never augments
-    loader = module.train_dataloader()
-    epoch0 = _audio(loader)
-    assert epoch0.keys() == clean.keys()
-    assert all(torch.equal(epoch0[i], clean[i]) for i in clean)  # warm-up on clean audio
-    loader.sampler.set_epoch(1)
-    epoch1 = _audio(loader)  # the same worker process, the next epoch
-    assert epoch1.keys() == clean.keys()
-    assert not any(torch.equal(epoch1[i], clean[i]) for i in clean)
+    val, loader = module.val_dataloader(), module.train_dataloader()
+    try:
+        clean = _audio(val)  # validation never augments
+        epoch0 = _audio(loader)
+        assert epoch0.keys() == clean.keys()
+        assert all(torch.equal(epoch0[i], clean[i]) for i in clean)  # warm-up on clean audio
+        loader.sampler.set_epoch(1)
+        epoch1 = _audio(loader)  # the same worker process, the next epoch
+        assert epoch1.keys() == clean.keys()
+        assert not any(torch.equal(epoch1[i], clean[i]) for i in clean)
+    finally:
+        # Persistent workers ignore SIGTERM (rnnt.data.loader.ignore_stop_signals): left alive,
+        # they would keep multiprocessing's exit handler, and so pytest, waiting for ever.
+        for used in (val, loader):
+            if getattr(used, "_iterator", None) is not None:
+                used._iterator._shutdown_workers()
     # In the main process the audio is the same: the draws depend on (seed, epoch, id) only.
     in_process = datamodule(corpus, **plain, **ALL_ON, channels_start_epoch=1).train_dataloader()
     in_process.sampler.set_epoch(1)
