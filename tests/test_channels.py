@@ -12,15 +12,14 @@ from rnnt.constants import REVERB_BAND_RT60_SCALE, SAMPLE_RATE, TELEPHONE_SAMPLE
 from rnnt.data.channels import (
     ChannelAugment,
     band_pass,
-    cut_epoch,
     gain_and_clip,
     mu_law_decode,
     mu_law_encode,
     reverberate,
     room_impulse_response,
-    tag_epoch,
     telephone,
 )
+from rnnt.data.cuts import cut_epoch, tag_epoch
 from tests.test_cuts import make_corpus
 from tests.test_dataset import datamodule
 

@@ -498,23 +498,28 @@ def _installed_only(monkeypatch, tmp_path, **roots: Path) -> None:
         monkeypatch.setattr(module, "DEFAULT_ROOT", roots.get(name, tmp_path / "absent" / name))
 
 
-def test_demo_corpus_trains_on_some_voices_and_tests_on_another(
-    monkeypatch, tmp_path, asterisk_root, warzone_root
-):
+def _tiny_corpus(folder: Path, **options) -> dict[str, Path]:
+    """A demo corpus of a few eSpeak utterances plus the recordings the fixtures installed."""
     from rnnt.corpus.synth import synthesize_demo_corpus
 
-    _installed_only(monkeypatch, tmp_path, asterisk=asterisk_root, warzone2100=warzone_root)
-    paths = synthesize_demo_corpus(
-        tmp_path / "corpus",
+    return synthesize_demo_corpus(
+        folder,
         train_hours=0.002,
         val_utterances=1,
         test_utterances=1,
         unseen_utterances=1,
         engines=["espeak"],
-        human_training=True,
         num_workers=1,
         progress=False,
+        **options,
     )
+
+
+def test_demo_corpus_trains_on_some_voices_and_tests_on_another(
+    monkeypatch, tmp_path, asterisk_root, warzone_root
+):
+    _installed_only(monkeypatch, tmp_path, asterisk=asterisk_root, warzone2100=warzone_root)
+    paths = _tiny_corpus(tmp_path / "corpus", human_training=True)
     train = _lines(paths["train"])
     human_train = [r for r in train if r["engine"] == "human"]
     test_human = _lines(paths["test_human"])
@@ -530,37 +535,13 @@ def test_demo_corpus_trains_on_some_voices_and_tests_on_another(
 def test_demo_corpus_can_test_on_recordings_without_training_on_them(
     monkeypatch, tmp_path, asterisk_root, warzone_root
 ):
-    from rnnt.corpus.synth import synthesize_demo_corpus
-
     _installed_only(monkeypatch, tmp_path, asterisk=asterisk_root, warzone2100=warzone_root)
-    paths = synthesize_demo_corpus(
-        tmp_path / "corpus",
-        train_hours=0.002,
-        val_utterances=1,
-        test_utterances=1,
-        unseen_utterances=1,
-        engines=["espeak"],
-        human_training=False,
-        num_workers=1,
-        progress=False,
-    )
+    paths = _tiny_corpus(tmp_path / "corpus", human_training=False)
     assert not [r for r in _lines(paths["train"]) if r["engine"] == "human"]
     assert _lines(paths["test_human"])
 
 
 def test_demo_corpus_with_recordings_demanded_but_none_installed_says_so(monkeypatch, tmp_path):
-    from rnnt.corpus.synth import synthesize_demo_corpus
-
     _installed_only(monkeypatch, tmp_path)
     with pytest.raises(RuntimeError, match="no human recordings are installed.*make voices"):
-        synthesize_demo_corpus(
-            tmp_path / "corpus",
-            train_hours=0.002,
-            val_utterances=1,
-            test_utterances=1,
-            unseen_utterances=1,
-            engines=["espeak"],
-            recordings=True,
-            num_workers=1,
-            progress=False,
-        )
+        _tiny_corpus(tmp_path / "corpus", recordings=True)

@@ -13,7 +13,7 @@ add harmonics above 3400 Hz that no telephone line carries).
 Randomness is a function of (seed, epoch, utterance id, transform), hashed, so an utterance gets
 the same channel in the same epoch on any worker, any rank, in any run; each transform draws
 from its own stream, so changing one probability leaves the others' draws as they were. The
-epoch reaches the workers on the cut (``tag_epoch``, ``cut_epoch``); before ``start_epoch`` the
+epoch reaches the workers on the cut (``rnnt.data.cuts.tag_epoch``, ``cut_epoch``); before ``start_epoch`` the
 chain is off (a warm-up on clean audio).
 
 Rooms are a statistical model, not a geometric one: a direct path, sparse early reflections
@@ -32,7 +32,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from lhotse.cut import Cut
 
 from rnnt.constants import (
     CHANNELS_START_EPOCH,
@@ -56,20 +55,9 @@ from rnnt.constants import (
 )
 from rnnt.data.augment import resample
 
-EPOCH_FIELD = "epoch"  # cut.custom key: the training epoch a cut was drawn for
 _DECAY_60_DB = 3.0 * math.log(10.0)  # an amplitude envelope exp(-this) is 60 dB down
 _MU_LAW_MAX = 8159  # G.711 mu-law: the largest 14-bit magnitude it encodes
 _MU_LAW_BIAS = 33
-
-
-def tag_epoch(cut: Cut, epoch: int) -> Cut:
-    """A copy of ``cut`` that carries ``epoch`` to the data-loader workers (``cut_epoch``)."""
-    return cut.with_custom(EPOCH_FIELD, int(epoch))
-
-
-def cut_epoch(cut: Cut) -> int:
-    """The epoch ``tag_epoch`` put on ``cut``; 0 for an untagged cut."""
-    return int((cut.custom or {}).get(EPOCH_FIELD, 0))
 
 
 def room_impulse_response(

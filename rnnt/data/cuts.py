@@ -10,16 +10,32 @@ from __future__ import annotations
 
 import random
 
+from lhotse.cut import Cut
+
 from rnnt.constants import SEED
 from rnnt.data.augment import RandomSpeed
 from rnnt.data.records import AudioRecord
+
+EPOCH_FIELD = "epoch"  # cut.custom key: the training epoch a cut was drawn for
+
+
+def tag_epoch(cut: Cut, epoch: int) -> Cut:
+    """A copy of ``cut`` that carries ``epoch`` to the data-loader workers (``cut_epoch``)."""
+    return cut.with_custom(EPOCH_FIELD, int(epoch))
+
+
+def cut_epoch(cut: Cut) -> int:
+    """The epoch ``tag_epoch`` put on ``cut``; 0 for an untagged cut."""
+    return int((cut.custom or {}).get(EPOCH_FIELD, 0))
 
 
 class CutSource:
     """Lazily yields the cuts of ``records``: shuffled and speed-perturbed per epoch if asked.
 
     The order and speed factors depend only on (seed, epoch), so every DDP rank iterates the
-    same cuts with the same durations, which the lhotse sampler needs to split them.
+    same cuts with the same durations, which the lhotse sampler needs to split them. With
+    ``carry_epoch`` each cut also carries its epoch (``tag_epoch``): persistent workers never
+    see ``set_epoch``, and per-epoch augmentation in them needs it.
     """
 
     def __init__(
@@ -29,11 +45,13 @@ class CutSource:
         shuffle: bool = False,
         speed: RandomSpeed | None = None,
         seed: int = SEED,
+        carry_epoch: bool = False,
     ) -> None:
         self.records = records
         self.shuffle = shuffle
         self.speed = speed
         self.seed = seed
+        self.carry_epoch = carry_epoch
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -56,4 +74,6 @@ class CutSource:
             random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
         for index in order:
             cut = self.records[index].to_cut()
+            if self.carry_epoch:
+                cut = tag_epoch(cut, self.epoch)
             yield self.speed(cut) if self.speed is not None else cut

@@ -62,7 +62,7 @@ from rnnt.constants import (
     VAL_MANIFEST,
 )
 from rnnt.data.augment import BackgroundNoise, NoiseSource, RandomSpeed
-from rnnt.data.channels import ChannelAugment, tag_epoch
+from rnnt.data.channels import ChannelAugment
 from rnnt.data.cuts import CutSource
 from rnnt.data.dataset import TransducerDataset
 from rnnt.data.loader import ResumedSampler, SkippingDataLoader, ignore_stop_signals
@@ -93,13 +93,6 @@ def _log_unknown_characters(manifest: str, records: list[AudioRecord], tokenizer
             len(records),
             ", ".join(f"{char!r} ({count})" for char, count in unknown.most_common(10)),
         )
-
-
-class _EpochTaggedCutSource(CutSource):
-    # Each cut carries its epoch to the workers, where the channel augmentation draws from it.
-    def __iter__(self):
-        for cut in super().__iter__():
-            yield tag_epoch(cut, self.epoch)
 
 
 class TransducerDataModule(pl.LightningDataModule):
@@ -285,10 +278,12 @@ class TransducerDataModule(pl.LightningDataModule):
         speed = None
         if is_train and any(factor != 1.0 for factor in self.speed_perturb):
             speed = RandomSpeed(self.speed_perturb, self.seed)
-        tagged = is_train and self.channels.enabled
-        source_type = _EpochTaggedCutSource if tagged else CutSource
-        source = source_type(
-            self._records_for(split), shuffle=is_train, speed=speed, seed=self.seed
+        source = CutSource(
+            self._records_for(split),
+            shuffle=is_train,
+            speed=speed,
+            seed=self.seed,
+            carry_epoch=is_train and self.channels.enabled,  # the channels draw per epoch
         )
         return BucketingSampler(
             source,

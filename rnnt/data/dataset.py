@@ -33,7 +33,8 @@ from torch.utils.data import Dataset
 from rnnt.constants import BLANK_ID, DDP_PLACEHOLDER_SECONDS, MIN_AUDIO_DURATION_S, SAMPLE_RATE
 from rnnt.data.audio import describe_error, load_mono
 from rnnt.data.augment import BackgroundNoise
-from rnnt.data.channels import ChannelAugment, cut_epoch
+from rnnt.data.channels import ChannelAugment
+from rnnt.data.cuts import cut_epoch
 from rnnt.data.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class TransducerDataset(Dataset):
 
     ``noise`` and ``channels`` (training only) augment each waveform: reverb, then noise, then
     gain and clipping and the telephone line (``ChannelAugment``, with the epoch the sampler
-    tagged on the cut, ``rnnt.data.channels.tag_epoch``).
+    tagged on the cut, ``rnnt.data.cuts.tag_epoch``).
     """
 
     def __init__(
