@@ -176,7 +176,7 @@ def load_audio_records_with_stats(
         log_skips=False,
         progress=progress,
     )
-    headers: dict[str, tuple[int, int, int] | _Unusable] = {}
+    headers: dict[str, tuple[int, int, int] | Unusable] = {}
     records: list[AudioRecord] = []
     partial_example = ""
     name = Path(manifest).name
@@ -185,7 +185,7 @@ def load_audio_records_with_stats(
     tokens_of = None
     if count_tokens is not None:
         tokens_of = functools.partial(
-            _checked_tokens, count_tokens=count_tokens, fastest=fastest, slowest=slowest
+            checked_tokens, count_tokens=count_tokens, fastest=fastest, slowest=slowest
         )
     scan = ScanProgress(
         str(manifest), "audio headers read:", logger, total=len(utterances), enabled=progress
@@ -196,13 +196,13 @@ def load_audio_records_with_stats(
             if utterance.audio_filepath not in headers:
                 headers[utterance.audio_filepath] = _read_header(utterance.audio_filepath)
             header = headers[utterance.audio_filepath]
-            if isinstance(header, _Unusable):
+            if isinstance(header, Unusable):
                 raise header
             rate, frames, channels = header
             record = _make_record(
                 utterance, f"{name}:{utterance.line}", rate, frames, channels, tokens_of
             )
-        except _Unusable as unusable:
+        except Unusable as unusable:
             if not skip_invalid and unusable.reason not in _ALWAYS_SKIPPED:
                 raise ManifestError(manifest, utterance.line, unusable.why) from None
             stats.skip(unusable.reason, utterance.line, unusable.why)
@@ -232,7 +232,7 @@ def load_audio_records_with_stats(
     return records, stats
 
 
-def _checked_tokens(
+def checked_tokens(
     text: str,
     duration: float,
     *,
@@ -241,7 +241,7 @@ def _checked_tokens(
     slowest: float,
 ) -> int:
     """The token count U of ``text`` (normalised) on ``duration`` seconds of audio, or
-    ``_Unusable`` if it cannot fit."""
+    ``Unusable`` if it cannot fit."""
     shortest = duration / fastest
     allowed = encoder_frames(shortest) * MAX_SYMBOLS_PER_FRAME
     speed = f" at speed x{fastest:g}" if fastest != 1.0 else ""
@@ -251,7 +251,7 @@ def _checked_tokens(
     tokens = 0 if words > allowed else count_tokens(text)
     if words > allowed or tokens > allowed:
         what = f"{words} words" if words > allowed else f"{tokens} tokens"
-        raise _Unusable(
+        raise Unusable(
             SKIP_TEXT_TOO_LONG,
             f"{what} in {shortest:g} s of audio{speed} ({len(text)} characters): more "
             f"tokens than the {allowed} its {encoder_frames(shortest)} encoder frames can emit "
@@ -261,7 +261,7 @@ def _checked_tokens(
     longest = duration / slowest
     cells = encoder_frames(longest) * (tokens + 1)
     if cells > MAX_BATCH_LATTICE_CELLS:
-        raise _Unusable(
+        raise Unusable(
             SKIP_LATTICE_TOO_LARGE,
             f"{encoder_frames(longest)} encoder frames x {tokens + 1} token positions = "
             f"{cells} lattice cells ({longest:g} s of audio), more than the "
@@ -271,7 +271,7 @@ def _checked_tokens(
     return tokens
 
 
-class _Unusable(Exception):
+class Unusable(Exception):
     """An utterance's audio or transcript is unusable for ``reason`` (a skip reason)."""
 
     def __init__(self, reason: str, why: str) -> None:
@@ -280,13 +280,13 @@ class _Unusable(Exception):
         self.why = why
 
 
-def _read_header(path: str) -> tuple[int, int, int] | _Unusable:
+def _read_header(path: str) -> tuple[int, int, int] | Unusable:
     try:
         info = soundfile.info(path)
     except (soundfile.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as error:
-        return _Unusable(SKIP_UNREADABLE_AUDIO, f"cannot read audio file {path}: {error}")
+        return Unusable(SKIP_UNREADABLE_AUDIO, f"cannot read audio file {path}: {error}")
     if info.frames <= 0 or info.samplerate <= 0:
-        return _Unusable(SKIP_UNREADABLE_AUDIO, f"audio file {path} holds no sample (empty)")
+        return Unusable(SKIP_UNREADABLE_AUDIO, f"audio file {path} holds no sample (empty)")
     return int(info.samplerate), int(info.frames), int(info.channels)
 
 
@@ -300,14 +300,14 @@ def _make_record(
 ) -> AudioRecord:
     text = normalize_text(utterance.text)
     if not text:
-        raise _Unusable(
+        raise Unusable(
             SKIP_EMPTY_TEXT,
             f"transcript {utterance.text[:60]!r} has no letter or digit to train on",
         )
     file_duration = frames / rate
     available = file_duration - utterance.offset
     if available <= 0:
-        raise _Unusable(
+        raise Unusable(
             SKIP_DURATION_MISMATCH,
             f"offset {utterance.offset:g} s is past the end of {utterance.audio_filepath} "
             f"({file_duration:g} s)",
@@ -315,14 +315,14 @@ def _make_record(
     duration = utterance.duration
     if duration > available:
         if duration > available + AUDIO_DURATION_TOLERANCE_S:
-            raise _Unusable(
+            raise Unusable(
                 SKIP_DURATION_MISMATCH,
                 f"duration {duration:g} s from offset {utterance.offset:g} s overruns "
                 f"{utterance.audio_filepath} ({file_duration:g} s); fix 'duration'",
             )
         duration = available
     if duration < MIN_AUDIO_DURATION_S:
-        raise _Unusable(
+        raise Unusable(
             SKIP_TOO_SHORT,
             f"duration {duration:g} s is shorter than {MIN_AUDIO_DURATION_S:g} s "
             "(not one feature frame)",
