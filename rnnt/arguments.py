@@ -93,6 +93,22 @@ def a_file(value: Any) -> str | None:
     return None if path.is_file() else "does not exist"
 
 
+def manifests(value: Any) -> str | None:
+    """A manifest path, or a non-empty list of paths and ``{path: ..., weight: ...}`` mappings
+    (``rnnt.data.sources.parse_manifests`` checks the rest where they are opened)."""
+    if not isinstance(value, (list, tuple)):
+        return not_a_folder(value)
+    if not value:
+        return "must name at least one manifest"
+    for position, item in enumerate(value):
+        path = item.get("path") if isinstance(item, dict) else item
+        if not isinstance(path, (str, Path)):
+            return f"item {position}: {item!r} is neither a path nor a {{path: ..., weight: ...}}"
+        if problem := not_a_folder(path):
+            return f"item {position}: {path} {problem}"
+    return None
+
+
 def not_a_file(value: Any) -> str | None:
     """A path that is not an existing file (a folder, or one still to be made)."""
     return "is a file; give a folder" if Path(value).is_file() else None
@@ -112,7 +128,7 @@ def _scheduler(value: Any) -> str | None:
 
 
 DATA_RULES: dict[str, Rule] = {
-    "train_manifest": not_a_folder,
+    "train_manifest": manifests,
     "val_manifest": not_a_folder,
     "test_manifest": not_a_folder,
     "tokenizer_path": not_a_folder,

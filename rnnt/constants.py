@@ -105,6 +105,9 @@ AUDIO_DURATION_TOLERANCE_S = (
 SAMPLER_BUFFER_SIZE = 20_000  # cuts held by the bucketing sampler (shuffle and bucket quality)
 BUCKET_MAX_EDGE_RATIO = 1.1  # a duration bucket's longest cut is at most this times its shortest
 BUCKET_ESTIMATE_CUTS = 10_000  # cuts read to place the duration bucket edges
+# A single NeMo manifest up to this size (about 50k lines) has every audio file's header read at
+# setup (exact checks before training); larger ones, lists and lhotse cuts are read lazily.
+HEADER_READ_MAX_BYTES = 8 * 2**20
 DDP_PLACEHOLDER_SECONDS = 1.0  # silence a DDP rank trains on (loss x 0) when a batch fails to load
 NOISE_CACHE_FILES = (
     32  # noise files shorter than a segment are kept decoded, per worker, at most this many

@@ -23,6 +23,8 @@ FILE = "{file}"  # replaced by an existing file
 # (argument, wrong value, what the message must say after "--data.ARG VALUE ")
 DATA_ROWS = [
     ("train_manifest", FOLDER, "is a folder"),
+    ("train_manifest", [], "must name at least one manifest"),
+    ("train_manifest", ["a.jsonl", {"weight": 1}], "item 1: {'weight': 1} is neither a path"),
     ("val_manifest", FOLDER, "is a folder"),
     ("test_manifest", FOLDER, "is a folder"),
     ("tokenizer_path", FOLDER, "is a folder"),
@@ -69,6 +71,7 @@ MODEL_ROWS = [
 # Arguments whose wrong values are refused elsewhere, and where it is tested.
 REFUSED_ELSEWHERE = {
     ("data", "skip_invalid"): "a bool: jsonargparse refuses others (test_cli_args)",
+    ("data", "read_headers"): "a bool or null: jsonargparse refuses others",
     ("model", "causal_conv"): "a bool: jsonargparse refuses others (test_cli_args)",
     ("model", "compile"): "a bool: jsonargparse refuses others (test_cli_args)",
     # The model's tokenizer is --data.tokenizer_path (linked), loaded by Tokenizer.load.

@@ -255,7 +255,7 @@ def test_datamodule_applies_the_channels_to_training_only_from_the_start_epoch(c
 
 
 def test_epoch_tag_rides_on_the_cut(corpus):
-    record = datamodule(corpus, noise_path=None)._records["val"][0]
+    record = datamodule(corpus, noise_path=None)._splits["val"].records[0]
     cut = record.to_cut()
     tagged = tag_epoch(cut, 5)
     assert cut_epoch(tagged) == 5 and cut_epoch(cut) == 0

@@ -49,7 +49,7 @@ def test_setup_skips_an_oversized_transcript_in_every_split(corpus, tmp_path):
         stats = module.setup_stats[split]
         assert dict(stats.skipped) == {"text_too_long_for_audio": 1}, split
         assert stats.examples[0].startswith(f"{manifest}:25: ")
-        records = module._records[split]
+        records = module._splits[split].records
         assert len(records) == 24  # realistic transcripts are all kept
         assert all(r.num_tokens == len(module.tokenizer.encode(r.text)) for r in records)
     with pytest.raises(ManifestError, match=r"huge\.jsonl:25: \d+ words in [\d.]+ s of audio"):
@@ -116,9 +116,9 @@ def test_use_test_manifest_scores_another_test_set(corpus, tmp_path):
     other.write_text("\n".join(lines[:5]) + "\n")
     module = datamodule(corpus)
     module.setup("test")
-    assert len(module._records["test"]) == 24
+    assert len(module._splits["test"].records) == 24
     module.use_test_manifest(str(other))
     module.setup("test")
-    assert len(module._records["test"]) == 5
+    assert len(module._splits["test"].records) == 5
     assert module.setup_stats["test"] is not None
     assert sum(len(batch["texts"]) for batch in module.test_dataloader()) == 5

@@ -124,7 +124,7 @@ def test_batch_where_everything_fails_is_skipped(private_corpus):
 
 def test_batch_where_everything_fails_repeats_last_good_under_ddp(private_corpus):
     module = datamodule(private_corpus, noise_path=None)
-    records = module._records["val"]
+    records = module._splits["val"].records
     dataset = TransducerDataset(module.tokenizer, world_size=2)
     good = dataset[CutSet([records[1].to_cut()])]
     (private_corpus / "audio" / "000.wav").write_bytes(b"garbage" * 100)
@@ -142,7 +142,7 @@ def test_invalid_targets_are_skipped_with_a_count_naming_the_utterance(
     """The training loss checks nothing (its checks would read the device on the host): the
     dataset refuses targets the loss cannot take, like audio it cannot load."""
     module = datamodule(corpus, noise_path=None)
-    records = module._records["val"][:4]
+    records = module._splits["val"].records[:4]
     bad = records[2]
     tokenizer = module.tokenizer
     encode = tokenizer.encode
@@ -170,10 +170,10 @@ def test_target_problem_names_the_token_or_the_missing_frame():
 def test_setup_filters_training_durations_only(corpus):
     module = datamodule(corpus, min_duration=2.0, max_duration=3.0)
     module.setup("test")
-    assert all(2.0 <= record.duration <= 3.0 for record in module._records["train"])
-    assert len(module._records["train"]) < 24
-    assert len(module._records["val"]) == len(module._records["test"]) == 24
-    assert module._records["val"][0].text == normalize_text(module._records["val"][0].text)
+    assert all(2.0 <= record.duration <= 3.0 for record in module._splits["train"].records)
+    assert len(module._splits["train"].records) < 24
+    assert len(module._splits["val"].records) == len(module._splits["test"].records) == 24
+    assert module._splits["val"].records[0].text == normalize_text(module._splits["val"].records[0].text)
 
 
 def test_missing_tokenizer_and_noise_folder_fail_at_setup(corpus, tmp_path):

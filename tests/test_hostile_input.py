@@ -717,7 +717,7 @@ def test_validation_skips_utterances_beyond_max_eval_duration(hostile_corpus):
     module = _datamodule(corpus, max_eval_duration=MAX_UTTERANCE_DURATION)
     module.setup("validate")
     assert dict(module.setup_stats["val"].skipped) == {"too_long": 1, "too_short": 1}
-    assert len(module._records["val"]) == 6
+    assert len(module._splits["val"].records) == 6
     unlimited = _datamodule(corpus, max_eval_duration=None)
     unlimited.setup("validate")
     assert dict(unlimited.setup_stats["val"].skipped) == {"too_short": 1}

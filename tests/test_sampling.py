@@ -38,7 +38,7 @@ def test_each_training_utterance_once_per_epoch_in_a_new_order(corpus):
 def test_batches_respect_max_batch_duration_counting_speed_perturbation(corpus):
     limit = 7.0
     module = datamodule(corpus, max_batch_duration=limit, speed_perturb=[0.9, 1.1])
-    records = {record.id: record for record in module._records["train"]}
+    records = {record.id: record for record in module._splits["train"].records}
     perturbed = 0
     for batch in all_batches(module.train_dataloader()):
         lengths = batch["audio_lengths"]

@@ -29,6 +29,7 @@ from rnnt.constants import (
     SEED,
     SPEED_PERTURB_FACTORS,
 )
+from rnnt.data.lazy_cuts import defer_speed, is_deferred
 
 logger = logging.getLogger(__name__)
 
@@ -278,4 +279,6 @@ class RandomSpeed:
         factor = self.factor_for(cut.id)
         if factor == 1.0:
             return cut
+        if is_deferred(cut):  # no recording yet: applied when a worker resolves it
+            return defer_speed(cut, factor)
         return cut.perturb_speed(factor, affix_id=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 from lhotse.cut import Cut
 
 from rnnt.constants import SEED
@@ -61,6 +62,10 @@ class CutSource:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def durations(self) -> np.ndarray:
+        """(N,) seconds: every record's duration, before speed perturbation."""
+        return np.fromiter((record.duration for record in self.records), dtype=np.float64)
 
     def longest_duration(self) -> float:
         """Seconds: an upper bound on any cut's duration, speed perturbation included."""

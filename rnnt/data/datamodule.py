@@ -4,7 +4,9 @@
 
 * manifests are validated by ``read_manifest`` and each utterance becomes an audio record
   (header read, any rate or channel count soundfile reads): ``rnnt.data.records``; its
-  lhotse cut is resampled to 16 kHz and averaged to mono while loading: ``rnnt.data.audio``;
+  lhotse cut is resampled to 16 kHz and averaged to mono while loading: ``rnnt.data.audio``.
+  Large manifests, lhotse cut manifests and weighted lists of them are read lazily instead,
+  no audio file opened before a worker loads it: ``rnnt.data.sources``;
 * training cuts are shuffled per epoch and speed-perturbed *before* the sampler, so the
   sampler's ``max_duration`` counts perturbed durations (``CutSource``, ``rnnt.data.cuts``);
 * every transcript is tokenized at setup: one with more tokens than its audio's encoder
@@ -63,13 +65,12 @@ from rnnt.constants import (
 )
 from rnnt.data.augment import BackgroundNoise, NoiseSource, RandomSpeed
 from rnnt.data.channels import ChannelAugment
-from rnnt.data.cuts import CutSource
 from rnnt.data.dataset import TransducerDataset
 from rnnt.data.loader import ResumedSampler, SkippingDataLoader, ignore_stop_signals
-from rnnt.data.manifest import ManifestError
 from rnnt.data.manifest_stats import ManifestStats
-from rnnt.data.records import AudioRecord, load_audio_records_with_stats
+from rnnt.data.records import AudioRecord
 from rnnt.data.sampling import BucketingSampler
+from rnnt.data.sources import ManifestSpec, SplitData, open_split
 from rnnt.data.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,10 @@ class TransducerDataModule(pl.LightningDataModule):
     """Train/val/test data for ``rnnt fit|validate|test``; every default comes from constants.
 
     Args:
-        train_manifest, val_manifest, test_manifest: JSON-lines manifests.
+        train_manifest, val_manifest: JSON-lines manifests.
+        test_manifest: one test manifest, or a list of them: ``rnnt test`` scores each in turn
+            (``test_manifests``; ``rnnt.test_sets.score_test_sets``); a plain
+            ``trainer.test`` scores the first (or the one ``use_test_manifest`` chose).
         tokenizer_path: SentencePiece model (``rnnt tokenizer`` writes it).
         noise_path: folder of background noise audio (searched recursively); None: no noise.
         max_batch_duration: seconds of audio per batch, padding included (B x longest);
@@ -122,15 +126,19 @@ class TransducerDataModule(pl.LightningDataModule):
         skip_invalid: skip bad manifest lines and unreadable audio (with a warning) instead
             of stopping with an error naming file:line. Skips at setup are counted per split
             in ``setup_stats``, skips while loading audio in ``num_skipped_utterances``.
+        read_headers: read every audio file's header at setup (exact checks before training;
+            a file open per utterance); False: read manifests lazily, checking audio as the
+            workers load it; None: only for one NeMo manifest of up to
+            ``HEADER_READ_MAX_BYTES`` (``rnnt.data.sources``).
         seed: shuffling, speed factors and bucket choice.
         world_size, rank: override the DDP layout (testing); None: from torch.distributed.
     """
 
     def __init__(
         self,
-        train_manifest: str = TRAIN_MANIFEST,
+        train_manifest: ManifestSpec = TRAIN_MANIFEST,
         val_manifest: str = VAL_MANIFEST,
-        test_manifest: str = TEST_MANIFEST,
+        test_manifest: str | list[str] = TEST_MANIFEST,
         tokenizer_path: str = TOKENIZER_MODEL_PATH,
         noise_path: str | None = BG_NOISE_PATH,
         max_batch_duration: float | None = MAX_BATCH_DURATION,
@@ -148,6 +156,7 @@ class TransducerDataModule(pl.LightningDataModule):
         max_duration: float = MAX_UTTERANCE_DURATION,
         max_eval_duration: float | None = MAX_DECODE_DURATION,
         skip_invalid: bool = True,
+        read_headers: bool | None = None,
         seed: int = SEED,
         world_size: int | None = None,
         rank: int | None = None,
@@ -157,7 +166,9 @@ class TransducerDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         self.train_manifest = train_manifest
         self.val_manifest = val_manifest
-        self.test_manifest = test_manifest
+        many = isinstance(test_manifest, (list, tuple))
+        self.test_manifests = list(test_manifest) if many else [test_manifest]
+        self.test_manifest = self.test_manifests[0]  # the one test_dataloader reads
         self.tokenizer_path = tokenizer_path
         self.noise_path = noise_path
         self.max_batch_duration = max_batch_duration
@@ -178,11 +189,12 @@ class TransducerDataModule(pl.LightningDataModule):
         self.max_duration = max_duration
         self.max_eval_duration = max_eval_duration
         self.skip_invalid = skip_invalid
+        self.read_headers = read_headers
         self.seed = seed
         self.world_size = world_size
         self.rank = rank
         self._tokenizer: Tokenizer | None = None
-        self._records: dict[str, list[AudioRecord]] = {}
+        self._splits: dict[str, SplitData] = {}
         self.setup_stats: dict[str, ManifestStats] = {}
         self._noise: NoiseSource | None = None
         self._datasets: list[TransducerDataset] = []
@@ -219,34 +231,24 @@ class TransducerDataModule(pl.LightningDataModule):
         }.get(stage or "", ("train", "val", "test"))
         _ = self.tokenizer  # a missing tokenizer should stop us before any audio is read
         for split in splits:
-            if split in self._records:
+            if split in self._splits:
                 continue
-            manifest = getattr(self, f"{split}_manifest")
             is_train = split == "train"
-            records, stats = load_audio_records_with_stats(
-                manifest,
+            data = open_split(
+                getattr(self, f"{split}_manifest"),
+                field=f"{split}_manifest",
                 min_duration=self.min_duration if is_train else None,
                 max_duration=self.max_duration if is_train else self.max_eval_duration,
                 skip_invalid=self.skip_invalid,
                 count_tokens=self._count_tokens,
                 speed_factors=self.speed_perturb if is_train else (),
                 progress=self._is_rank_zero(),
+                read_headers=self.read_headers,
             )
-            self.setup_stats[split] = stats
-            if not records:
-                raise ManifestError(
-                    manifest,
-                    0,
-                    "no usable utterance"
-                    + (
-                        f" between {self.min_duration:g} and {self.max_duration:g} s"
-                        if is_train
-                        else ""
-                    )
-                    + "; check the manifest and the warnings above",
-                )
-            _log_unknown_characters(manifest, records, self.tokenizer)
-            self._records[split] = records
+            self.setup_stats[split] = data.stats
+            if data.records is not None:
+                _log_unknown_characters(data.stats.path, data.records, self.tokenizer)
+            self._splits[split] = data
         if "train" in splits and self._noise is None and self._uses_noise():
             self._noise = NoiseSource(self.noise_path, SAMPLE_RATE)
 
@@ -263,10 +265,10 @@ class TransducerDataModule(pl.LightningDataModule):
     def _uses_noise(self) -> bool:
         return self.noise_path is not None and self.noise_probability > 0
 
-    def _records_for(self, split: str) -> list[AudioRecord]:
-        if split not in self._records:
+    def _split(self, split: str) -> SplitData:
+        if split not in self._splits:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
-        return self._records[split]
+        return self._splits[split]
 
     def make_sampler(self, split: str) -> BucketingSampler:
         """The lhotse sampler of ``split`` (train: shuffled and speed-perturbed).
@@ -278,8 +280,7 @@ class TransducerDataModule(pl.LightningDataModule):
         speed = None
         if is_train and any(factor != 1.0 for factor in self.speed_perturb):
             speed = RandomSpeed(self.speed_perturb, self.seed)
-        source = CutSource(
-            self._records_for(split),
+        source = self._split(split).source(
             shuffle=is_train,
             speed=speed,
             seed=self.seed,
@@ -361,7 +362,8 @@ class TransducerDataModule(pl.LightningDataModule):
         return self.make_dataloader("test")
 
     def use_test_manifest(self, manifest: str) -> None:
-        """Test on ``manifest`` from now on (``trainer.test`` again scores another test set)."""
+        """Test on ``manifest`` from now on (``trainer.test`` again scores another test set;
+        ``test_manifests`` stays the list given)."""
         self.test_manifest = manifest
-        self._records.pop("test", None)
+        self._splits.pop("test", None)
         self.setup_stats.pop("test", None)

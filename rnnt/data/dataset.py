@@ -35,6 +35,8 @@ from rnnt.data.audio import describe_error, load_mono
 from rnnt.data.augment import BackgroundNoise
 from rnnt.data.channels import ChannelAugment
 from rnnt.data.cuts import cut_epoch
+from rnnt.data.lazy_cuts import audio_path, is_deferred, resolve_cut
+from rnnt.data.records import Unusable
 from rnnt.data.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -97,11 +99,13 @@ class TransducerDataset(Dataset):
         waveforms, token_ids, texts, ids = [], [], [], []
         for cut in cuts:
             try:
-                waveform = load_mono(cut)
+                waveform = load_mono(resolve_cut(cut) if is_deferred(cut) else cut)
+            except Unusable as unusable:  # a lazily read line's file: missing, wrong duration
+                self._count_skip(cut, unusable.why)
+                continue
             except Exception as error:  # any decoder failure: one bad file must not stop a run
-                source = cut.recording.sources[0].source if cut.has_recording else "?"
                 why = f"{type(error).__name__}: {describe_error(error)}"
-                self._count_skip(cut, f"cannot load audio {source} ({why})")
+                self._count_skip(cut, f"cannot load audio {audio_path(cut)} ({why})")
                 continue
             text = cut.supervisions[0].text
             tokens = self.tokenizer.encode(text)

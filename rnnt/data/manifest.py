@@ -133,17 +133,61 @@ def read_manifest_with_stats(
     """
     manifest = Path(path)
     display = str(path)
+    stats = ManifestStats(path=display)
+    utterances: list[Utterance] = []
+    for _, utterance in scan_manifest(
+        manifest,
+        stats,
+        min_duration=min_duration,
+        max_duration=max_duration,
+        skip_invalid=skip_invalid,
+        progress=progress,
+    ):
+        # Checked only for kept utterances: a stat() per line is the slow part of big manifests.
+        if check_audio and not os.path.isfile(utterance.audio_filepath):
+            why = f"audio file not found: {utterance.audio_filepath}"
+            if not skip_invalid:
+                raise ManifestError(
+                    display, utterance.line, f"{why} (fix the path, or use skip_invalid=True)"
+                )
+            stats.skip(SKIP_MISSING_AUDIO, utterance.line, why)
+            continue
+        utterances.append(utterance)
+        stats.kept += 1
+        stats.kept_duration += utterance.duration
+    if log_skips:
+        log_stats(stats, logger)
+    return utterances, stats
+
+
+def scan_manifest(
+    manifest: Path,
+    stats: ManifestStats,
+    *,
+    min_duration: float | None = None,
+    max_duration: float | None = None,
+    skip_invalid: bool = False,
+    progress: bool = False,
+) -> Iterator[tuple[int, Utterance]]:
+    """Yield ``(byte offset of the line, Utterance)`` for every valid line within the bounds.
+
+    The checks and skips of ``read_manifest_with_stats`` (which see), counted in ``stats``
+    (``kept`` is the caller's to count); no audio file is touched. A manifest without a single
+    line is logged as a warning when the scan ends.
+
+    Raises:
+        ManifestError: as ``read_manifest_with_stats``.
+    """
+    display = stats.path
     if not manifest.exists():
         raise ManifestError(display, 0, "manifest file does not exist; check the path")
     if not manifest.is_file():
         raise ManifestError(display, 0, "manifest path is not a file")
     _check_file_kind(manifest, display)
     base_dir = os.path.dirname(os.path.abspath(manifest))
-    stats = ManifestStats(path=display)
-    utterances: list[Utterance] = []
     lines = 0
     scan = ScanProgress(display, "manifest lines read:", logger, total=None, enabled=progress)
-    for line_number, raw in _numbered_lines(manifest):
+    for line_number, offset, raw in _numbered_lines(manifest):
         lines += 1
         scan.update(line_number)
         try:
@@ -179,23 +223,9 @@ def read_manifest_with_stats(
                 f"duration {utterance.duration:g} s > max_duration {max_duration:g} s",
             )
             continue
-        # Checked only for kept utterances: a stat() per line is the slow part of big manifests.
-        if check_audio and not os.path.isfile(utterance.audio_filepath):
-            why = f"audio file not found: {utterance.audio_filepath}"
-            if not skip_invalid:
-                raise ManifestError(
-                    display, line_number, f"{why} (fix the path, or use skip_invalid=True)"
-                )
-            stats.skip(SKIP_MISSING_AUDIO, line_number, why)
-            continue
-        utterances.append(utterance)
-        stats.kept += 1
-        stats.kept_duration += utterance.duration
+        yield offset, utterance
     if not lines:
         logger.warning("%s: the manifest is empty (no JSON line in it)", display)
-    if log_skips:
-        log_stats(stats, logger)
-    return utterances, stats
 
 
 def write_manifest(
@@ -251,8 +281,9 @@ def _check_file_kind(manifest: Path, display: str) -> None:
             raise ManifestError(display, 0, f"the manifest {what}")
 
 
-def _numbered_lines(manifest: Path) -> Iterator[tuple[int, bytes | None]]:
-    """(1-based line number, raw bytes) of each non-blank line; bytes so decoding is per line.
+def _numbered_lines(manifest: Path) -> Iterator[tuple[int, int, bytes | None]]:
+    """(1-based line number, byte offset, raw bytes) of each non-blank line; bytes so decoding
+    is per line.
 
     A line longer than ``MANIFEST_MAX_LINE_BYTES`` is never held in memory: it is read past
     and given as ``None``.
@@ -260,19 +291,22 @@ def _numbered_lines(manifest: Path) -> Iterator[tuple[int, bytes | None]]:
     try:
         with open(manifest, "rb") as handle:
             number = 0
+            offset = 0
             while raw := handle.readline(MANIFEST_MAX_LINE_BYTES + 1):
                 number += 1
+                start, offset = offset, offset + len(raw)
                 if len(raw) > MANIFEST_MAX_LINE_BYTES:
                     while (rest := handle.readline(MANIFEST_MAX_LINE_BYTES)) and not (
                         rest.endswith(b"\n")
                     ):
-                        pass
-                    yield number, None
+                        offset += len(rest)
+                    offset += len(rest)
+                    yield number, start, None
                     continue
                 if raw.startswith(_BOM):  # a byte order mark: also mid-file, after a `cat`
                     raw = raw[len(_BOM) :]
                 if raw.strip():
-                    yield number, raw
+                    yield number, start, raw
     except OSError as error:
         raise ManifestError(str(manifest), 0, f"cannot read manifest: {error}") from None
 

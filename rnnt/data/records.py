@@ -194,12 +194,12 @@ def load_audio_records_with_stats(
         scan.update(done)
         try:
             if utterance.audio_filepath not in headers:
-                headers[utterance.audio_filepath] = _read_header(utterance.audio_filepath)
+                headers[utterance.audio_filepath] = read_header(utterance.audio_filepath)
             header = headers[utterance.audio_filepath]
             if isinstance(header, Unusable):
                 raise header
             rate, frames, channels = header
-            record = _make_record(
+            record = make_record(
                 utterance, f"{name}:{utterance.line}", rate, frames, channels, tokens_of
             )
         except Unusable as unusable:
@@ -280,7 +280,7 @@ class Unusable(Exception):
         self.why = why
 
 
-def _read_header(path: str) -> tuple[int, int, int] | Unusable:
+def read_header(path: str) -> tuple[int, int, int] | Unusable:
     try:
         info = soundfile.info(path)
     except (soundfile.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as error:
@@ -290,7 +290,7 @@ def _read_header(path: str) -> tuple[int, int, int] | Unusable:
     return int(info.samplerate), int(info.frames), int(info.channels)
 
 
-def _make_record(
+def make_record(
     utterance: Utterance,
     record_id: str,
     rate: int,

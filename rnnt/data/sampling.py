@@ -258,10 +258,10 @@ class BucketingSampler(DynamicBucketingSampler):
     def _estimate_num_batches(self) -> int:
         constraint = self.constraint
         edges = np.asarray(constraint.bucket_edges, dtype=np.float64)
-        durations = np.fromiter((r.duration for r in self.source.records), dtype=np.float64)
+        durations = np.asarray(self.source.durations(), dtype=np.float64)
         counts = np.bincount(
             np.minimum(np.searchsorted(edges, durations), len(edges) - 1), minlength=len(edges)
-        )
+        ) * (len(self.source) / max(len(durations), 1))  # a lazy source's durations: a sample
         sizes = np.full(len(edges), np.inf)
         if constraint.max_duration is not None:
             sizes = np.maximum(1.0, np.floor(constraint.max_duration / edges))
