@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnnt.constants import BLANK_ID, BLANK_PIECE
-from rnnt.data.tokenizer import Tokenizer, normalize_text, train_tokenizer
+from rnnt.data.tokenizer import Tokenizer, _normalize_any, normalize_text, train_tokenizer
 
 WORDS = [
     "the",
@@ -228,3 +228,9 @@ def test_rnnt_tokenizer_never_replaces_a_model_unless_asked(corpus, tmp_path, ca
 def test_loading_a_folder_as_the_tokenizer_says_so(tmp_path):
     with pytest.raises(IsADirectoryError, match="is a folder, not a tokenizer model"):
         Tokenizer.load(tmp_path)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=40))
+def test_the_ascii_fast_path_normalises_exactly_like_the_general_rules(text):
+    assert normalize_text(text) == _normalize_any(text)

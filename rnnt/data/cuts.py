@@ -8,6 +8,7 @@ data-loader workers (``rnnt.data.audio``).
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import numpy as np
@@ -66,6 +67,10 @@ class CutSource:
     def durations(self) -> np.ndarray:
         """(N,) seconds: every record's duration, before speed perturbation."""
         return np.fromiter((record.duration for record in self.records), dtype=np.float64)
+
+    def duration_sample(self, count: int) -> list[float]:
+        """Seconds: the first ``count`` cuts' durations of this epoch (bucket edges)."""
+        return [cut.duration for cut in itertools.islice(self, count)]
 
     def longest_duration(self) -> float:
         """Seconds: an upper bound on any cut's duration, speed perturbation included."""

@@ -195,6 +195,18 @@ class LazySource:
         """Seconds: durations standing for the data's (``BucketingSampler`` estimates)."""
         return np.concatenate([part.durations() for part in self.parts])
 
+    def duration_sample(self, count: int) -> list[float]:
+        """Seconds: ``count`` durations spread over the data, speed-perturbed at random
+        (bucket edges; no cut is read for a ``ManifestIndex``)."""
+        durations = self.durations()
+        picks = durations[
+            np.linspace(0, len(durations) - 1, min(count, len(durations))).astype(int)
+        ]
+        if self.speed is not None and self.speed.factors:
+            rng = np.random.default_rng(self.seed)
+            picks = picks / rng.choice(self.speed.factors, size=len(picks))
+        return [float(duration) for duration in picks]
+
     def longest_duration(self) -> float:
         """Seconds: an upper bound on any cut's duration, speed perturbation included."""
         slowest = min(self.speed.factors, default=1.0) if self.speed is not None else 1.0

@@ -31,7 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from rnnt.constants import MANIFEST_MAX_LINE_BYTES
-from rnnt.data.manifest_line import REQUIRED_FIELDS, InvalidLine, Utterance, parse_line
+from rnnt.data.manifest_line import (
+    REQUIRED_FIELDS,
+    InvalidLine,
+    Utterance,
+    check_line,
+    to_utterance,
+)
 from rnnt.data.manifest_stats import (
     SKIP_EMPTY_TEXT,
     SKIP_INVALID,
@@ -133,9 +139,10 @@ def read_manifest_with_stats(
     """
     manifest = Path(path)
     display = str(path)
+    base_dir = os.path.dirname(os.path.abspath(manifest))
     stats = ManifestStats(path=display)
     utterances: list[Utterance] = []
-    for _, utterance in scan_manifest(
+    for line_number, _, record in scan_manifest(
         manifest,
         stats,
         min_duration=min_duration,
@@ -143,6 +150,7 @@ def read_manifest_with_stats(
         skip_invalid=skip_invalid,
         progress=progress,
     ):
+        utterance = to_utterance(record, line_number, base_dir)
         # Checked only for kept utterances: a stat() per line is the slow part of big manifests.
         if check_audio and not os.path.isfile(utterance.audio_filepath):
             why = f"audio file not found: {utterance.audio_filepath}"
@@ -168,8 +176,10 @@ def scan_manifest(
     max_duration: float | None = None,
     skip_invalid: bool = False,
     progress: bool = False,
-) -> Iterator[tuple[int, Utterance]]:
-    """Yield ``(byte offset of the line, Utterance)`` for every valid line within the bounds.
+) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """Yield ``(line number, byte offset, record)`` for every valid line within the bounds;
+    ``record`` is the line's JSON object as ``check_line`` returns it (``to_utterance`` makes
+    it an ``Utterance``).
 
     The checks and skips of ``read_manifest_with_stats`` (which see), counted in ``stats``
     (``kept`` is the caller's to count); no audio file is touched. A manifest without a single
@@ -184,7 +194,6 @@ def scan_manifest(
     if not manifest.is_file():
         raise ManifestError(display, 0, "manifest path is not a file")
     _check_file_kind(manifest, display)
-    base_dir = os.path.dirname(os.path.abspath(manifest))
     lines = 0
     scan = ScanProgress(display, "manifest lines read:", logger, total=None, enabled=progress)
     for line_number, offset, raw in _numbered_lines(manifest):
@@ -197,8 +206,8 @@ def scan_manifest(
                     f"line is longer than {MANIFEST_MAX_LINE_BYTES} bytes; a manifest has one "
                     "short JSON object per line (is this the right file?)",
                 )
-            utterance = parse_line(raw, line_number, base_dir)
-            if not utterance.text.strip():
+            record = check_line(raw)
+            if not record["text"].strip():
                 raise InvalidLine(SKIP_EMPTY_TEXT, "empty transcript ('text' has no words)")
         except InvalidLine as skip:
             if not skip_invalid:
@@ -209,21 +218,22 @@ def scan_manifest(
                 ) from None
             stats.skip(skip.reason, line_number, skip.why)
             continue
-        if min_duration is not None and utterance.duration < min_duration:
+        duration = record["duration"]
+        if min_duration is not None and duration < min_duration:
             stats.skip(
                 SKIP_TOO_SHORT,
                 line_number,
-                f"duration {utterance.duration:g} s < min_duration {min_duration:g} s",
+                f"duration {duration:g} s < min_duration {min_duration:g} s",
             )
             continue
-        if max_duration is not None and utterance.duration > max_duration:
+        if max_duration is not None and duration > max_duration:
             stats.skip(
                 SKIP_TOO_LONG,
                 line_number,
-                f"duration {utterance.duration:g} s > max_duration {max_duration:g} s",
+                f"duration {duration:g} s > max_duration {max_duration:g} s",
             )
             continue
-        yield offset, utterance
+        yield line_number, offset, record
     if not lines:
         logger.warning("%s: the manifest is empty (no JSON line in it)", display)
 

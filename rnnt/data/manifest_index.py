@@ -59,7 +59,7 @@ class ManifestIndex:
         self.base_dir = os.path.dirname(os.path.abspath(path))
         self.stats = ManifestStats(path=self.path)
         offsets, lines, durations = array("q"), array("i"), array("f")
-        for offset, utterance in scan_manifest(
+        for line, offset, record in scan_manifest(
             Path(path),
             self.stats,
             min_duration=min_duration,
@@ -68,8 +68,8 @@ class ManifestIndex:
             progress=progress,
         ):
             offsets.append(offset)
-            lines.append(utterance.line)
-            durations.append(utterance.duration)
+            lines.append(line)
+            durations.append(record["duration"])
         self.offsets = np.frombuffer(offsets, dtype=np.int64)
         self.lines = np.frombuffer(lines, dtype=np.int32)
         self.durations = np.frombuffer(durations, dtype=np.float32)

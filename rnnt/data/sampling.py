@@ -13,7 +13,6 @@ same number of batches. Only durations and token counts are used: no audio is re
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -188,7 +187,7 @@ class BucketingSampler(DynamicBucketingSampler):
         **kwargs,
     ) -> None:
         self.source = source
-        sample = [cut.duration for cut in itertools.islice(source, BUCKET_ESTIMATE_CUTS)]
+        sample = source.duration_sample(BUCKET_ESTIMATE_CUTS)
         longest = source.longest_duration() * (1 + LONGEST_MARGIN)
         bins = duration_bins(sample, num_buckets, longest)
         constraint = LatticeConstraint(

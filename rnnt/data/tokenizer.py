@@ -30,6 +30,11 @@ TOKENIZER_TYPES = ("unigram", "bpe")
 # Typographic apostrophes people type instead of "'" (right quote, modifier letter, prime).
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'"})
 _WHITESPACE = re.compile(r"\s+")
+# The same rules for ASCII text, as two regular expressions (about 8x faster: a lazily read
+# corpus normalises every transcript as the sampler reads it). Lookarounds see the original
+# text, as the character loop of _normalize_any does.
+_ASCII_NOT_WORD = re.compile(r"[^a-z0-9'\s]+")
+_ASCII_LONE_APOSTROPHE = re.compile(r"(?<![a-z0-9])'|'(?![a-z0-9])")
 
 
 def _is_word_char(char: str) -> bool:
@@ -48,6 +53,13 @@ def normalize_text(text: str) -> str:
     >>> normalize_text("  Hello, WORLD!  It's 'quoted' — café ２ ")
     "hello world it's quoted café 2"
     """
+    if text.isascii():
+        text = _ASCII_LONE_APOSTROPHE.sub(" ", _ASCII_NOT_WORD.sub(" ", text.lower()))
+        return _WHITESPACE.sub(" ", text).strip()
+    return _normalize_any(text)
+
+
+def _normalize_any(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES).lower()
     chars = []
     last = len(text) - 1
