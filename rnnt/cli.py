@@ -4,10 +4,12 @@
 ``--ckpt_path``); the others are small tools around them:
 
     rnnt demo-data --out DIR        synthesize the demo corpus
+    rnnt prepare CORPUS ...         manifests of LibriSpeech, Common Voice, MLS or an audio folder
     rnnt tokenizer --manifest M ... train a SentencePiece model
     rnnt demo --out DIR             the whole demo: corpus, tokenizer, training, test WER
     rnnt transcribe --checkpoint C  transcribe audio files or a manifest (greedy, beam, streaming)
     rnnt export --checkpoint C      ONNX encoder, decoder and joiner for sherpa-onnx
+    rnnt shard --manifest M --out D lhotse Shar shards of a manifest's audio, to train from
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 from rnnt import cli_args as check
 from rnnt import constants as C
 from rnnt.cli_demo import add_demo_command, add_demo_data_command
+from rnnt.cli_prepare import add_prepare_command
+from rnnt.cli_shard import add_shard_command
 from rnnt.lightning_cli import log_to_stderr, make_cli
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -166,6 +170,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_demo_data_command(commands)
+    add_prepare_command(commands)
 
     tokenizer = commands.add_parser("tokenizer", help="train a SentencePiece tokenizer")
     tokenizer.add_argument(
@@ -192,6 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     tokenizer.set_defaults(run=_tokenizer)
     add_demo_command(commands)
+    add_shard_command(commands)
 
     transcribe = commands.add_parser("transcribe", help="transcribe audio files or a manifest")
     transcribe.add_argument("--checkpoint", required=True, type=check.existing_file)
@@ -290,8 +296,11 @@ def _is_user_error(error: BaseException) -> bool:
     # anything from deep inside a library keeps its traceback for a bug report.
     from rnnt.checkpoint import CheckpointError
     from rnnt.data.manifest import ManifestError
+    from rnnt.prepare.writer import PrepareError
 
-    if isinstance(error, (ManifestError, CheckpointError, FileNotFoundError, IsADirectoryError)):
+    if isinstance(error, (ManifestError, CheckpointError, PrepareError)):
+        return True
+    if isinstance(error, (FileNotFoundError, IsADirectoryError)):
         return True
     if type(error).__name__ in ("NonFiniteLossError", "MisconfigurationException"):
         return True  # (Lightning's exception for a setting it cannot run with)

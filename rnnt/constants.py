@@ -340,3 +340,34 @@ RECORDINGS_COMPOSE_MAX_DRAWS = 100_000  # grammar sentences drawn at most to fin
 RECORDINGS_TEST_BARE_FRACTION = 0.4
 # Digits in a bare digit string, drawn uniformly (the grammar's phone, code and pin slots: 3-11).
 RECORDINGS_DIGIT_STRING_LENGTHS = (3, 11)
+
+# --- sharded data (issue 14, part 4: rnnt shard, rnnt/data/shar.py, rnnt/data/shar_writer.py) ---
+# lhotse Shar shards: per shard a cuts.NNNNNN.jsonl.gz and a recording.NNNNNN.tar of encoded
+# audio, listed with their sizes and each cut's duration in the set's SHAR_INDEX_FILE.
+SHAR_SHARD_SIZE = 1000  # utterances per shard (rnnt shard --shard-size)
+SHAR_AUDIO_FORMAT = "flac"  # 16-bit FLAC: lossless for 16-bit sources (or "wav", uncompressed)
+SHAR_AUDIO_FORMATS = ("flac", "wav")  # lossless ones only: lhotse's mp3/opus would re-encode
+SHAR_INDEX_FILE = "shards.json"  # written last, atomically: a set without it is incomplete
+SHAR_PARTIAL_INDEX_FILE = "shards.partial.json"  # the shards an unfinished `rnnt shard` wrote
+# Cuts held by the bucketing sampler of one rank when training from shards. They carry their
+# encoded audio (16 kHz speech in FLAC: about 18 kB a second, measured on the demo corpus), so far
+# fewer than SAMPLER_BUFFER_SIZE: 2000 cuts of 15 s are about 0.55 GB of host memory per rank.
+SHAR_SAMPLER_BUFFER_SIZE = 2_000
+
+# --- corpus recipes (issue 14, task P: rnnt/prepare/, `rnnt prepare`) ---------------------------
+PREPARE_JOBS = 4  # threads reading audio headers (I/O bound: more than the CPU cores pays off)
+PREPARE_CHUNK = 1024  # utterances handed to those threads at a time (bounds memory, not speed)
+PREPARE_SUMMARY_FILE = "prepare.json"  # counts, hours and skips per split, beside the manifests
+PREPARE_FOLDER_MANIFEST = "all"  # `rnnt prepare folder` without a held-out split: all.jsonl
+# Audio a `folder` corpus may hold (soundfile reads them all); when two files share a name, the
+# first in this order is kept (lossless first) and the others are skipped as duplicates.
+PREPARE_AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".mp3")
+PREPARE_TRANSCRIPT_EXTENSIONS = (".txt", ".lab")  # same-named transcript: .txt wins over .lab
+# Held out of a `folder` corpus by a hash of each file's path (0: none, everything in all.jsonl).
+PREPARE_DEV_FRACTION = 0.0
+PREPARE_TEST_FRACTION = 0.0
+
+# --- several test sets (issue 14, task T: `rnnt test` on a list of --data.test_manifest) -------
+# A test set is named by its manifest's file name less these endings (test-clean.jsonl ->
+# test-clean), in the table `rnnt test` prints and the run's test_wer/NAME metrics.
+TEST_SET_NAME_SUFFIXES = (".gz", ".jsonl", ".json")

@@ -30,6 +30,7 @@ MANIFEST = "{manifest}"  # a manifest with transcripts
 MODEL = "{model}"  # an existing tokenizer model
 EXPORTED = "{exported}"  # a folder holding an ONNX export
 NEW = "{folder}/new"  # a folder or file that does not exist yet
+PREPARE_FOLDER = ["--corpus-dir", FOLDER, "--out", NEW]  # rnnt prepare: an empty corpus folder
 
 # (subcommand, arguments, the flag the one line must name)
 ROWS = [
@@ -84,6 +85,31 @@ ROWS = [
     ("export", ["--checkpoint", FILE, "--out", EXPORTED], "--out"),  # exists: not replaced
     ("export", ["--checkpoint", FILE, "--out", NEW, "--opset", "13"], "--opset"),
     ("export", ["--checkpoint", FILE, "--out", NEW, "--overwrite=1"], "--overwrite"),
+    ("prepare", ["folder", "--corpus-dir", FILE, "--out", NEW], "--corpus-dir"),
+    ("prepare", ["folder", "--corpus-dir", MISSING, "--out", NEW], "--corpus-dir"),
+    ("prepare", ["folder", "--corpus-dir", FOLDER, "--out", FILE], "--out"),
+    ("prepare", ["librispeech", *PREPARE_FOLDER, "--language", "en"], "--language"),  # English
+    ("prepare", ["folder", *PREPARE_FOLDER, "--jobs", "0"], "--jobs"),
+    ("prepare", ["folder", *PREPARE_FOLDER, "--dev-fraction", "1"], "--dev-fraction"),
+    ("prepare", ["mls", *PREPARE_FOLDER, "--dev-fraction", "0.1"], "--dev-fraction"),  # split
+    (
+        "prepare",
+        ["folder", *PREPARE_FOLDER, "--dev-fraction", ".5", "--test-fraction", ".5"],
+        "--test-fraction 0.5",  # the two add up to 1: nothing left to train on
+    ),
+    ("prepare", ["folder", *PREPARE_FOLDER, "--test-fraction", "x"], "--test-fraction"),
+    ("prepare", ["folder", *PREPARE_FOLDER, "--overwrite=1"], "--overwrite"),
+    ("shard", ["--manifest", FOLDER, "--out", NEW], "--manifest"),
+    ("shard", ["--manifest", MISSING, "--out", NEW], "--manifest"),
+    ("shard", ["--manifest", MANIFEST, "--out", FILE], "--out"),
+    ("shard", ["--manifest", MANIFEST, "--out", "{file}/below"], "--out"),
+    ("shard", ["--manifest", MANIFEST, "--out", NEW, "--shard-size", "0"], "--shard-size"),
+    ("shard", ["--manifest", MANIFEST, "--out", NEW, "--shard-size", "1.5"], "--shard-size"),
+    ("shard", ["--manifest", MANIFEST, "--out", NEW, "--format", "mp3"], "--format"),
+    ("shard", ["--manifest", MANIFEST, "--out", NEW, "--workers", "0"], "--workers"),
+    ("shard", ["--manifest", MANIFEST, "--out", NEW, "--skip-invalid=no"], "--skip-invalid"),
+    ("shard", ["--manifest", MANIFEST, "--out", NEW, "--overwrite=1"], "--overwrite"),
+    ("shard", ["--out", NEW], "--manifest"),  # required
 ]
 
 # fit | validate | test: each way a wrong setting reaches the user (the settings one by one:
