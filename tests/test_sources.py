@@ -220,3 +220,65 @@ def test_manifest_index_holds_16_bytes_a_line_and_reads_lines_back(corpus, tmp_p
     assert os.path.getsize(manifest) > 0 and np.isclose(
         index.durations.sum(), sum(line["duration"] for line in lines[:5])
     )
+
+
+@pytest.fixture(scope="module")
+def shards(corpus, tmp_path_factory):
+    from rnnt.data.shar_writer import write_shards
+
+    folder = tmp_path_factory.mktemp("shards") / "set"
+    write_shards(corpus / "train.jsonl", folder, shard_size=4)
+    return folder
+
+
+def test_shards_train_with_checked_texts_token_counts_and_an_exact_length(corpus, shards):
+    module = datamodule(corpus, shar_dir=str(shards), speed_perturb=[1.0], max_duration=3.5)
+    assert module.setup_stats["train"].kept == 24
+    loader = module.train_dataloader()
+    assert len(loader) == loader.sampler.count_batches()  # a fixed number of batches
+    batches = list(loader)
+    assert len(batches) == len(loader)
+    checked = {r.id: r for r in load_audio_records(corpus / "train.jsonl")}
+    for batch in batches:
+        for cut_id, text in zip(batch["ids"], batch["texts"], strict=True):
+            assert text == checked[cut_id].text  # normalised, like a manifest's
+            assert checked[cut_id].duration <= 3.5  # the training bounds apply to shards too
+    sampler = module.make_sampler("train")
+    cut = next(cut for batch in sampler for cut in batch)
+    assert cut.custom["num_tokens"] == len(module.tokenizer.encode(cut.supervisions[0].text))
+    assert dict(module.setup_stats["train"].skipped) == {
+        "too_long": sum(r.duration > 3.5 for r in checked.values())
+    }
+
+
+def test_shard_ranks_run_the_same_number_of_batches_on_disjoint_shards(corpus, shards):
+    ranks = [datamodule(corpus, shar_dir=str(shards), world_size=2, rank=r) for r in (0, 1)]
+    samplers = [module.make_sampler("train") for module in ranks]
+    assert samplers[0].count_batches() == samplers[1].count_batches()
+    shards_read = [set(s.source.rank_shards(0)) for s in samplers]
+    assert not shards_read[0] & shards_read[1]
+
+
+def test_a_missing_shard_set_is_named_at_setup(corpus, tmp_path):
+    with pytest.raises(ManifestError, match=f"{tmp_path / 'none'}: shard folder not found"):
+        datamodule(corpus, shar_dir=str(tmp_path / "none"))
+
+
+@pytest.mark.parametrize("kind", ["weighted_list", "shards"])
+def test_a_few_training_steps(corpus, shards, tmp_path, kind):
+    from rnnt.lightning_cli import make_cli
+    from tests.tiny import tiny_fit_config
+
+    a, b = _two_manifests(corpus, tmp_path)
+    config = tiny_fit_config(corpus, tmp_path / "runs", max_steps=3, limit_val_batches=0)
+    config["data"].update(
+        val_manifest=a, test_manifest=a, tokenizer_path=str(corpus / "tokenizer.model")
+    )
+    if kind == "shards":
+        config["data"]["shar_dir"] = str(shards)
+    else:
+        config["data"]["train_manifest"] = [{"path": a, "weight": 1}, {"path": b, "weight": 2}]
+    cli = make_cli(config, run=False, root_dir=str(tmp_path / "runs"))
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 3
+    assert float(cli.trainer.callback_metrics["train_audio_seconds"]) > 0

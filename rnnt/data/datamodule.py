@@ -31,7 +31,6 @@ already splits the data by rank, and Lightning would otherwise wrap it a second 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 
 import lightning.pytorch as pl
 import torch
@@ -68,32 +67,19 @@ from rnnt.data.channels import ChannelAugment
 from rnnt.data.dataset import TransducerDataset
 from rnnt.data.loader import ResumedSampler, SkippingDataLoader, ignore_stop_signals
 from rnnt.data.manifest_stats import ManifestStats
-from rnnt.data.records import AudioRecord
 from rnnt.data.sampling import BucketingSampler
-from rnnt.data.sources import ManifestSpec, SplitData, open_split
+from rnnt.data.shar import ShardSampler
+from rnnt.data.sources import (
+    ManifestSpec,
+    SplitData,
+    log_unknown_characters,
+    open_shards,
+    open_split,
+    shard_sampler,
+)
 from rnnt.data.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
-
-
-def _log_unknown_characters(manifest: str, records: list[AudioRecord], tokenizer: Tokenizer):
-    known = tokenizer.known_characters
-    unknown: Counter[str] = Counter()
-    affected = 0
-    for record in records:
-        missing = set(record.text) - known
-        if missing:
-            affected += 1
-            unknown.update(missing)
-    if affected:
-        logger.warning(
-            "%s: %d of %d transcripts have characters the tokenizer never saw (they train as "
-            "the unknown piece): %s; retrain the tokenizer on this text if they matter",
-            manifest,
-            affected,
-            len(records),
-            ", ".join(f"{char!r} ({count})" for char, count in unknown.most_common(10)),
-        )
 
 
 class TransducerDataModule(pl.LightningDataModule):
@@ -130,6 +116,9 @@ class TransducerDataModule(pl.LightningDataModule):
             a file open per utterance); False: read manifests lazily, checking audio as the
             workers load it; None: only for one NeMo manifest of up to
             ``HEADER_READ_MAX_BYTES`` (``rnnt.data.sources``).
+        shar_dir: train from this lhotse Shar shard set (``rnnt shard``) instead of
+            ``train_manifest``: each DDP rank reads its own shards, and an epoch is a fixed
+            number of batches, about one pass (``rnnt.data.shar``).
         seed: shuffling, speed factors and bucket choice.
         world_size, rank: override the DDP layout (testing); None: from torch.distributed.
     """
@@ -157,6 +146,7 @@ class TransducerDataModule(pl.LightningDataModule):
         max_eval_duration: float | None = MAX_DECODE_DURATION,
         skip_invalid: bool = True,
         read_headers: bool | None = None,
+        shar_dir: str | None = None,
         seed: int = SEED,
         world_size: int | None = None,
         rank: int | None = None,
@@ -190,6 +180,7 @@ class TransducerDataModule(pl.LightningDataModule):
         self.max_eval_duration = max_eval_duration
         self.skip_invalid = skip_invalid
         self.read_headers = read_headers
+        self.shar_dir = shar_dir
         self.seed = seed
         self.world_size = world_size
         self.rank = rank
@@ -234,26 +225,43 @@ class TransducerDataModule(pl.LightningDataModule):
             if split in self._splits:
                 continue
             is_train = split == "train"
-            data = open_split(
-                getattr(self, f"{split}_manifest"),
-                field=f"{split}_manifest",
+            bounds = dict(
                 min_duration=self.min_duration if is_train else None,
                 max_duration=self.max_duration if is_train else self.max_eval_duration,
                 skip_invalid=self.skip_invalid,
                 count_tokens=self._count_tokens,
                 speed_factors=self.speed_perturb if is_train else (),
-                progress=self._is_rank_zero(),
-                read_headers=self.read_headers,
             )
+            if is_train and self.shar_dir is not None:
+                data = open_shards(self.shar_dir, **bounds)
+            else:
+                data = open_split(
+                    getattr(self, f"{split}_manifest"),
+                    field=f"{split}_manifest",
+                    progress=self._is_rank_zero(),
+                    read_headers=self.read_headers,
+                    **bounds,
+                )
             self.setup_stats[split] = data.stats
             if data.records is not None:
-                _log_unknown_characters(data.stats.path, data.records, self.tokenizer)
+                log_unknown_characters(data.stats.path, data.records, self.tokenizer)
             self._splits[split] = data
         if "train" in splits and self._noise is None and self._uses_noise():
             self._noise = NoiseSource(self.noise_path, SAMPLE_RATE)
 
     def _count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode_normalized(text))  # records hold normalised text
+
+    def _layout(self) -> tuple[int, int]:
+        """(world size, rank): the constructor's, else torch.distributed's, else (1, 0)."""
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        world_size = self.world_size or (torch.distributed.get_world_size() if distributed else 1)
+        rank = (
+            self.rank
+            if self.rank is not None
+            else (torch.distributed.get_rank() if distributed else 0)
+        )
+        return world_size, rank
 
     def _is_rank_zero(self) -> bool:
         if self.rank is not None:
@@ -280,12 +288,25 @@ class TransducerDataModule(pl.LightningDataModule):
         speed = None
         if is_train and any(factor != 1.0 for factor in self.speed_perturb):
             speed = RandomSpeed(self.speed_perturb, self.seed)
-        source = self._split(split).source(
-            shuffle=is_train,
-            speed=speed,
-            seed=self.seed,
-            carry_epoch=is_train and self.channels.enabled,  # the channels draw per epoch
-        )
+        data = self._split(split)
+        carry_epoch = is_train and self.channels.enabled  # the channels draw per epoch
+        if data.shar_dir is not None:
+            world_size, rank = self._layout()
+            return shard_sampler(
+                data.shar_dir,
+                data.checks,
+                data.stats,
+                speed=speed,
+                seed=self.seed,
+                carry_epoch=carry_epoch,
+                rank=rank,
+                world_size=world_size,
+                max_duration=self.max_batch_duration,
+                max_cuts=self.batch_size,
+                num_buckets=self.num_buckets,
+                max_lattice_cells=MAX_BATCH_LATTICE_CELLS,
+            )
+        source = data.source(shuffle=is_train, speed=speed, seed=self.seed, carry_epoch=carry_epoch)
         return BucketingSampler(
             source,
             max_duration=self.max_batch_duration,
@@ -327,7 +348,8 @@ class TransducerDataModule(pl.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             worker_init_fn=ignore_stop_signals,
         )
-        loader.exact_length = split != "train"  # val/test: the same batches every epoch
+        # val/test: the same batches every epoch; shards: a fixed number of batches per epoch
+        loader.exact_length = split != "train" or isinstance(sampler, ShardSampler)
         return loader
 
     def state_dict(self) -> dict[str, int]:

@@ -92,8 +92,27 @@ class CutChecks:
         if self.max_duration is not None and duration > self.max_duration:
             raise Unusable(SKIP_TOO_LONG, f"duration {duration:g} s > {self.max_duration:g} s")
 
-    def skip(self, stats: ManifestStats, line: int, reason: str, why: str) -> None:
-        """Count a skip once per line (later epochs meet it again), or raise in strict mode."""
+    def checked_cut(self, cut: Cut) -> Cut:
+        """A lhotse cut with one supervision: its supervisions' texts joined and normalised,
+        over the whole cut, and ``custom["num_tokens"]``; raises ``Unusable``."""
+        self.check_duration(cut.duration)
+        text = " ".join(s.text for s in cut.supervisions if s.text)
+        text, tokens = self.text_and_tokens(text, cut.duration)
+        supervision = SupervisionSegment(
+            id=cut.id,
+            recording_id=cut.recording_id,
+            start=0.0,
+            duration=cut.duration,
+            channel=cut.channel,
+            text=text,
+        )
+        custom = {**(cut.custom or {}), **({} if tokens is None else {"num_tokens": tokens})}
+        return fastcopy(cut, supervisions=[supervision], custom=custom)
+
+    def skip(self, stats: ManifestStats, line: int | str, reason: str, why: str) -> None:
+        """Count a skip once per line (later epochs meet it again), or raise in strict mode.
+
+        ``line`` is the line number, or the cut id where there is none (shards)."""
         if not self.skip_invalid and reason not in _ALWAYS_SKIPPED:
             raise ManifestError(stats.path, line, f"{why} (fix the line, or skip_invalid=True)")
         if (stats.path, line) not in self._seen:
@@ -253,22 +272,10 @@ class LazySource:
             if isinstance(item, Utterance):
                 text, tokens = self.checks.text_and_tokens(item.text, item.duration)
                 return deferred_cut(item, f"{part.cut_name}:{line}", text, tokens)
-            self.checks.check_duration(item.duration)
-            text = " ".join(s.text for s in item.supervisions if s.text)
-            text, tokens = self.checks.text_and_tokens(text, item.duration)
+            return self.checks.checked_cut(item)
         except Unusable as unusable:
             self.checks.skip(part.stats, line, unusable.reason, unusable.why)
             return None
-        supervision = SupervisionSegment(
-            id=item.id,
-            recording_id=item.recording_id,
-            start=0.0,
-            duration=item.duration,
-            channel=item.channel,
-            text=text,
-        )
-        custom = {**(item.custom or {}), **({} if tokens is None else {"num_tokens": tokens})}
-        return fastcopy(item, supervisions=[supervision], custom=custom)
 
 
 def _proportional(streams: list[Iterator], sizes: list[int], rng: np.random.Generator):

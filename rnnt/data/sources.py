@@ -37,7 +37,10 @@ from rnnt.data.lazy_source import CutChecks, LazyPart, LazySource
 from rnnt.data.manifest import ManifestError
 from rnnt.data.manifest_index import ManifestIndex
 from rnnt.data.manifest_stats import ManifestStats, log_stats
-from rnnt.data.records import AudioRecord, load_audio_records_with_stats
+from rnnt.data.records import AudioRecord, Unusable, load_audio_records_with_stats
+from rnnt.data.shar import ShardSampler, ShardSource, make_shard_sampler
+from rnnt.data.shar_index import read_shard_index
+from rnnt.data.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 ManifestSpec = str | list[str | dict[str, Any]]
@@ -84,13 +87,15 @@ def parse_manifests(value: ManifestSpec, field: str) -> list[ManifestEntry]:
 
 @dataclass
 class SplitData:
-    """A split's data as ``open_split`` opened it: eager ``records`` or lazy ``parts``."""
+    """A split's data as ``open_split`` opened it (eager ``records`` or lazy ``parts``), or
+    ``open_shards`` (``shar_dir``)."""
 
     records: list[AudioRecord] | None
     parts: list[LazyPart] | None
     checks: CutChecks | None
     stats: ManifestStats
     longest_bound: float | None = None
+    shar_dir: str | None = None  # a shard set: ``shard_sampler`` makes its sampler
 
     def source(
         self, *, shuffle: bool, speed: RandomSpeed | None, seed: int = SEED, carry_epoch: bool
@@ -169,6 +174,86 @@ def open_split(
     stats = parts[0].stats if len(parts) == 1 else _merged([part.stats for part in parts])
     _check_not_empty(stats, sum(len(part) for part in parts), min_duration, max_duration)
     return SplitData(None, parts, checks, stats, longest_bound=max_duration)
+
+
+def shard_sampler(
+    shar_dir: str,
+    checks: CutChecks,
+    stats: ManifestStats,
+    *,
+    speed: RandomSpeed | None,
+    seed: int,
+    carry_epoch: bool,
+    rank: int,
+    world_size: int,
+    **batching: Any,
+) -> ShardSampler:
+    """The training sampler of a shard set (``rnnt.data.shar``): each cut checked like a
+    lhotse cut of a manifest (``CutChecks.checked_cut``), what fails counted in ``stats``
+    once per cut id; ``batching``: ``ShardSampler``'s bounds."""
+
+    def prepare(cut):
+        try:
+            return checks.checked_cut(cut)
+        except Unusable as unusable:
+            checks.skip(stats, cut.id, unusable.reason, unusable.why)
+            return None
+
+    source = ShardSource(
+        shar_dir,
+        rank=rank,
+        world_size=world_size,
+        seed=seed,
+        speed=speed,
+        carry_epoch=carry_epoch,
+        prepare=prepare,
+    )
+    return make_shard_sampler(source, seed=seed, **batching)
+
+
+def open_shards(
+    shar_dir: str,
+    *,
+    min_duration: float | None,
+    max_duration: float | None,
+    skip_invalid: bool,
+    count_tokens: Callable[[str], int] | None,
+    speed_factors: Sequence[float] = (),
+) -> SplitData:
+    """A shard set as training data: its index checked against the files (a missing or
+    cut-short file is a ``ManifestError`` naming it), cuts and seconds counted; each cut is
+    checked as it is read (``shard_sampler``)."""
+    try:
+        index = read_shard_index(shar_dir)
+    except (OSError, ValueError) as error:
+        raise ManifestError(shar_dir, 0, str(error)) from None
+    stats = ManifestStats(path=str(shar_dir))
+    stats.kept = index.num_cuts
+    stats.kept_duration = float(index.durations().sum())
+    logger.info("%s: %d shards, %s", shar_dir, len(index.shards), stats.summary())
+    checks = CutChecks(count_tokens, speed_factors, min_duration, max_duration, skip_invalid)
+    return SplitData(None, None, checks, stats, shar_dir=str(shar_dir))
+
+
+def log_unknown_characters(manifest: str, records: list[AudioRecord], tokenizer: Tokenizer):
+    """Warn about transcripts with characters ``tokenizer`` never saw (the unknown piece)."""
+    known = tokenizer.known_characters
+    unknown: Counter[str] = Counter()
+    affected = 0
+    for record in records:
+        missing = set(record.text) - known
+        if missing:
+            affected += 1
+            unknown.update(missing)
+    if affected:
+        logger.warning(
+            "%s: %d of %d transcripts have characters the tokenizer never saw (they train as "
+            "the unknown piece): %s; retrain the tokenizer on this text if they matter",
+            manifest,
+            affected,
+            len(records),
+            ", ".join(f"{char!r} ({count})" for char, count in unknown.most_common(10)),
+        )
 
 
 def _read_headers(path: str, read_headers: bool | None) -> bool:
