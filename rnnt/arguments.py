@@ -93,6 +93,18 @@ def a_file(value: Any) -> str | None:
     return None if path.is_file() else "does not exist"
 
 
+def one_or_more(rule: Rule, what: str) -> Rule:
+    """A value that passes ``rule``, or a non-empty list whose every item does (``what``: the
+    items' name in the message for an empty list)."""
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, (list, tuple)):
+            return rule(value)
+        return each(rule)(value) if value else f"must name at least one {what}"
+
+    return check
+
+
 def manifests(value: Any) -> str | None:
     """A manifest path, or a non-empty list of paths and ``{path: ..., weight: ...}`` mappings
     (``rnnt.data.sources.parse_manifests`` checks the rest where they are opened)."""
@@ -106,6 +118,18 @@ def manifests(value: Any) -> str | None:
             return f"item {position}: {item!r} is neither a path nor a {{path: ..., weight: ...}}"
         if problem := not_a_folder(path):
             return f"item {position}: {path} {problem}"
+    from rnnt.data.sources import parse_manifests  # weights: all given or none, each > 0
+
+    try:
+        parse_manifests(value, "train_manifest")
+    except ValueError as error:
+        return (
+            str(error)
+            .replace("--data.train_manifest", "", 1)
+            .lstrip(": ")
+            .replace("[", "item ", 1)
+            .replace("]", "", 1)
+        )
     return None
 
 
@@ -130,9 +154,10 @@ def _scheduler(value: Any) -> str | None:
 DATA_RULES: dict[str, Rule] = {
     "train_manifest": manifests,
     "val_manifest": not_a_folder,
-    "test_manifest": not_a_folder,
+    "test_manifest": one_or_more(not_a_folder, "manifest"),  # rnnt test scores each in turn
     "tokenizer_path": not_a_folder,
     "noise_path": optional(not_a_file),
+    "shar_dir": optional(not_a_file),  # a shard set is a folder (rnnt shard --out)
     "max_batch_duration": optional(above(0)),
     "batch_size": optional(at_least(1)),
     "num_workers": at_least(0),

@@ -25,10 +25,15 @@ DATA_ROWS = [
     ("train_manifest", FOLDER, "is a folder"),
     ("train_manifest", [], "must name at least one manifest"),
     ("train_manifest", ["a.jsonl", {"weight": 1}], "item 1: {'weight': 1} is neither a path"),
+    ("train_manifest", [{"path": "a", "weight": -1}], "item 0: weight -1 must be a positive"),
+    ("train_manifest", ["a", {"path": "b", "weight": 2}], "give a weight to every manifest"),
     ("val_manifest", FOLDER, "is a folder"),
     ("test_manifest", FOLDER, "is a folder"),
+    ("test_manifest", ["a.jsonl", FOLDER], "has '{folder}', which is a folder; give a file"),
+    ("test_manifest", [], "must name at least one manifest"),
     ("tokenizer_path", FOLDER, "is a folder"),
     ("noise_path", FILE, "is a file; give a folder"),
+    ("shar_dir", FILE, "is a file; give a folder"),
     ("max_batch_duration", 0.0, "must be > 0"),
     ("max_batch_duration", math.inf, "must be > 0"),
     ("batch_size", -3, "must be >= 1"),
@@ -80,6 +85,8 @@ REFUSED_ELSEWHERE = {
 
 
 def _value(value, tmp_path):
+    if isinstance(value, list):
+        return [_value(item, tmp_path) for item in value]
     if isinstance(value, str) and value.startswith(FOLDER):
         return value.replace(FOLDER, str(tmp_path))
     if value == FILE:
@@ -97,6 +104,7 @@ def test_data_module_refuses_a_wrong_value_naming_the_flag(name, value, rule, tm
     value = _value(value, tmp_path)
     with pytest.raises(ValueError) as error:
         TransducerDataModule(**{name: value})
+    rule = rule.replace(FOLDER, str(tmp_path))
     assert str(error.value).startswith(f"--data.{name} {_shown(value)} {rule}")
 
 
