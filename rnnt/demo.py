@@ -100,6 +100,7 @@ def run_demo(
     """Run the whole demo in ``out``; returns (and writes to ``out/summary.json``) its figures."""
     from rnnt.lightning_cli import make_cli
     from rnnt.run_lock import hold_run_folder
+    from rnnt.test_sets import format_scores, score_test_sets
 
     out = Path(out)
     data_dir = out / "data"
@@ -132,21 +133,21 @@ def run_demo(
     val_wer = trainer.callback_metrics.get("val_wer")
 
     print(f"[3/3] testing {best} on the test split (unseen sentences and voices)", flush=True)
-    results = trainer.test(model, datamodule=datamodule, ckpt_path=best or "last")
-    test = results[0] if results else {}
-    heldout_wers = {}
-    for split, key in HELDOUT_SPLITS.items():
-        manifest = data_dir / f"{split}.jsonl"
-        if manifest.is_file():
-            print(f"      and on {split}", flush=True)
-            datamodule.use_test_manifest(str(manifest))
-            scored = trainer.test(model, datamodule=datamodule, ckpt_path=best or "last")
-            heldout_wers[key] = scored[0].get("test_wer") if scored else None
+    heldout = [split for split in HELDOUT_SPLITS if (data_dir / f"{split}.jsonl").is_file()]
+    if heldout:
+        print(f"      and on {', '.join(heldout)}", flush=True)
+    manifests = [data_dir / "test.jsonl", *(data_dir / f"{split}.jsonl" for split in heldout)]
+    scores = score_test_sets(trainer, model, datamodule, manifests, ckpt_path=best or "last")
+    print(format_scores(scores), flush=True)
+    test = scores[0]
+    heldout_wers = {
+        HELDOUT_SPLITS[split]: score.wer for split, score in zip(heldout, scores[1:], strict=True)
+    }
     corpus = json.loads((data_dir / "corpus.json").read_text(encoding="utf-8"))
     summary = {
-        "test_wer": test.get("test_wer"),
+        "test_wer": test.wer,
         **heldout_wers,
-        "test_loss": test.get("test_loss"),
+        "test_loss": test.loss,
         "val_wer": None if val_wer is None else float(val_wer),
         "train_seconds": round(train_seconds, 1),
         "data_seconds": round(data_seconds, 1),

@@ -3,6 +3,9 @@
 ``make_cli`` builds it over ``TransducerModule`` and ``TransducerDataModule`` with the trainer
 and checkpoint defaults below (all from ``rnnt/constants.py``): from a command line for the
 ``rnnt`` command, or from a config dictionary for ``rnnt demo`` and ``run.py``.
+
+``rnnt test`` with several ``--data.test_manifest`` scores each in turn and prints a WER per
+set (``rnnt.test_sets``).
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ SAME_ON_EVERY_RANK = (
     "rnnt.data.manifest_stats",
     "rnnt.data.datamodule",
     "rnnt.data.tokenizer",
+    "rnnt.test_sets",
 )
 
 
@@ -217,6 +221,19 @@ def make_cli(
             # One live run per folder: a second `rnnt fit` into it is refused, not interleaved.
             with hold_run_folder(self.trainer):
                 self.trainer.fit(model, **kwargs)
+
+        def test(self, model, datamodule, **kwargs: Any) -> None:
+            # One test manifest: Lightning's own test and results table, as ever.
+            if len(datamodule.test_manifests) == 1:
+                self.trainer.test(model, datamodule=datamodule, **kwargs)
+                return
+            from rnnt.test_sets import format_scores, score_test_sets
+
+            kwargs.pop("verbose", None)  # one table for every set instead, below
+            kwargs.pop("dataloaders", None)  # (the sets are the datamodule's)
+            scores = score_test_sets(self.trainer, model, datamodule, **kwargs)
+            if self.trainer.is_global_zero:
+                print(format_scores(scores), flush=True)
 
         def before_validate(self) -> None:
             _check_ckpt_path(self.trainer, "validate", self.config_init["validate"])

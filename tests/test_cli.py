@@ -54,6 +54,35 @@ def test_shipped_configs_parse(config, capsys):
     assert printed["checkpoint"]["filename"] == "rnnt-{epoch:02d}-{val_loss:.2f}"
 
 
+def test_librispeech_yaml_is_the_recipe_the_readme_describes(capsys):
+    path = REPO / "configs" / "librispeech.yaml"
+    train = yaml.safe_load(path.read_text())["data"]["train_manifest"]
+    # The three training parts as `rnnt prepare librispeech` names them, one pass each an epoch.
+    assert [Path(entry).name for entry in train] == [
+        "train-clean-100.jsonl",
+        "train-clean-360.jsonl",
+        "train-other-500.jsonl",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        make_cli(["fit", "--config", str(path), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    trainer, model, data = printed["trainer"], printed["model"], printed["data"]
+    assert (trainer["strategy"], trainer["precision"], trainer["devices"]) == (
+        "ddp",
+        "bf16-mixed",
+        8,
+    )
+    assert model["preset"] == "medium" and model["model_overrides"]["spec_augment"] is True
+    assert data["noise_path"] is None and data["noise_probability"] == 0.0
+    assert data["speed_perturb"] == [0.9, 1.0, 1.1]
+    assert [Path(manifest).name for manifest in data["test_manifest"]] == [
+        "test-clean.jsonl",
+        "test-other.jsonl",
+    ]
+    assert printed["checkpoint"]["filename"] == "rnnt-{epoch:02d}-{val_loss:.2f}"
+
+
 def test_bad_manifest_line_is_one_line_error_with_exit_2(tmp_path, capsys):
     manifest = tmp_path / "train.jsonl"
     manifest.write_text(

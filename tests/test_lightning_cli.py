@@ -1,9 +1,12 @@
 """`rnnt fit|validate|test` as a user runs them: evaluation never rewrites the run's config and
-never scores random weights without being asked; log lines are printed once."""
+never scores random weights without being asked; several test sets each score as they would
+alone; log lines are printed once."""
 
 from __future__ import annotations
 
+import functools
 import io
+import json
 import logging
 from pathlib import Path
 
@@ -72,6 +75,90 @@ def test_evaluation_of_a_run_with_no_checkpoint_is_refused(trained_run, tmp_path
     with pytest.raises(SystemExit):
         main(["test", *args, "--ckpt_path", "best"])
     assert "--ckpt_path best: only a `fit` knows its best checkpoint" in _error_line(capsys)
+
+
+def _record(monkeypatch, cls, method: str) -> list:
+    """What ``cls.method`` returns (``Trainer.test``: each set's figures) or is given
+    (``log_metrics``: the metrics) from now on, in order."""
+    recorded = []
+    original = getattr(cls, method)
+
+    @functools.wraps(original)  # (LightningCLI reads Trainer.test's parameters)
+    def recording(self, *args, **kwargs):
+        returned = original(self, *args, **kwargs)
+        recorded.append(returned[0] if method == "test" else (args or [kwargs["metrics"]])[0])
+        return returned
+
+    monkeypatch.setattr(cls, method, recording)
+    return recorded
+
+
+def _small_set(tmp_path: Path, tiny_corpus: Path, split: str, lines: int, name: str) -> Path:
+    # The first `lines` utterances of a split of the tiny corpus, as a manifest of its own.
+    utterances = [json.loads(line) for line in (tiny_corpus / f"{split}.jsonl").open()][:lines]
+    for utterance in utterances:
+        utterance["audio_filepath"] = str(tiny_corpus / utterance["audio_filepath"])
+    manifest = tmp_path / f"{name}.jsonl"
+    manifest.write_text("".join(json.dumps(utterance) + "\n" for utterance in utterances))
+    return manifest
+
+
+def test_two_test_sets_score_each_as_it_scores_alone(
+    trained_run, tiny_corpus, tmp_path, monkeypatch, capsys
+):
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    sets = {
+        "test-clean": _small_set(tmp_path, tiny_corpus, "val", 2, "test-clean"),
+        "test-other": _small_set(tmp_path, tiny_corpus, "test", 3, "test-other"),
+    }
+    results = _record(monkeypatch, Trainer, "test")
+    args = ["test", "--config", str(trained_run), "--ckpt_path", "last", "--data.test_manifest"]
+    # The second set is the one a state left over from the first would change.
+    main([*args, str(sets["test-other"])])
+    alone = results.pop()
+    printed = capsys.readouterr().out
+    assert "test_wer" in printed and "utterances" not in printed  # Lightning's table, as ever
+    logged = _record(monkeypatch, TensorBoardLogger, "log_metrics")
+    main([*args, f"[{sets['test-clean']}, {sets['test-other']}]"])
+    assert len(results) == 2 and results[1] == alone  # exactly, loss and WER
+    scored = dict(zip(sets, results, strict=True))
+    assert logged[-1] == {
+        f"test_{key}/{name}": scored[name][f"test_{key}"]
+        for name in sets
+        for key in ("wer", "loss")
+    }
+    printed = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(printed) if line.startswith("test set"))
+    assert printed[header].split() == ["test", "set", "utterances", "words", "WER", "loss"]
+    rows = {line.split()[0]: line.split() for line in printed[header + 1 :]}
+    assert list(rows) == list(sets)
+    for name, manifest in sets.items():
+        references = [json.loads(line)["text"] for line in manifest.read_text().splitlines()]
+        words = sum(len(text.split()) for text in references)
+        wer = f"{100 * scored[name]['test_wer']:.2f}"
+        assert rows[name][1:5] == [str(len(references)), str(words), wer, "%"], rows
+
+
+def test_a_missing_test_set_is_one_line_naming_it_before_any_is_scored(
+    trained_run, tiny_corpus, tmp_path, monkeypatch, capsys
+):
+    from lightning.pytorch import Trainer
+
+    results = _record(monkeypatch, Trainer, "test")
+    missing = tmp_path / "test-other.jsonl"
+    sets = f"[{tiny_corpus / 'test.jsonl'}, {missing}]"
+    with pytest.raises(SystemExit) as refused:
+        main(
+            ["test", "--config", str(trained_run), "--ckpt_path", "last"]
+            + ["--data.test_manifest", sets]
+        )
+    assert refused.value.code == 2
+    assert _error_line(capsys) == (
+        f"rnnt test: error: --data.test_manifest: {missing} does not exist (no test set was scored)"
+    )
+    assert results == []
 
 
 def _log_lines(rank: int, monkeypatch) -> list[str]:
