@@ -27,16 +27,14 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import soundfile
-
 from rnnt.constants import MANIFEST_SKIP_EXAMPLES, PREPARE_CHUNK, PREPARE_SUMMARY_FILE
 from rnnt.data.manifest import write_manifest
 from rnnt.data.manifest_stats import (
     SKIP_EMPTY_TEXT,
     SKIP_MISSING_AUDIO,
-    SKIP_UNREADABLE_AUDIO,
     ScanProgress,
 )
+from rnnt.data.records import Unusable, read_header
 from rnnt.data.tokenizer import normalize_text
 
 logger = logging.getLogger(__name__)
@@ -216,17 +214,14 @@ def _record(entry: Entry, headers: dict[str, float | Skipped]) -> dict[str, Any]
 
 
 def _audio_seconds(path: str) -> float | Skipped:
-    # The header the trainer reads too (soundfile): a file that passes here loads there.
+    # The header the trainer reads too (rnnt.data.records): a file that passes here loads there.
     if not os.path.isfile(path):
         return Skipped("", SKIP_MISSING_AUDIO, f"audio file not found: {path}")
-    try:
-        info = soundfile.info(path)
-    except (soundfile.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as error:
-        why = " ".join(str(error).split())
-        return Skipped("", SKIP_UNREADABLE_AUDIO, f"cannot read audio file {path}: {why}")
-    if info.frames <= 0 or info.samplerate <= 0:
-        return Skipped("", SKIP_UNREADABLE_AUDIO, f"audio file {path} holds no sample (empty)")
-    return info.frames / info.samplerate
+    header = read_header(path)
+    if isinstance(header, Unusable):
+        return Skipped("", header.reason, " ".join(header.why.split()))
+    rate, frames, _ = header
+    return frames / rate
 
 
 def format_seconds(seconds: float) -> str:
