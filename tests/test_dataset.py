@@ -173,7 +173,9 @@ def test_setup_filters_training_durations_only(corpus):
     assert all(2.0 <= record.duration <= 3.0 for record in module._splits["train"].records)
     assert len(module._splits["train"].records) < 24
     assert len(module._splits["val"].records) == len(module._splits["test"].records) == 24
-    assert module._splits["val"].records[0].text == normalize_text(module._splits["val"].records[0].text)
+    assert module._splits["val"].records[0].text == normalize_text(
+        module._splits["val"].records[0].text
+    )
 
 
 def test_missing_tokenizer_and_noise_folder_fail_at_setup(corpus, tmp_path):
