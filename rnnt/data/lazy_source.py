@@ -279,19 +279,14 @@ class LazySource:
 
 
 def _proportional(streams: list[Iterator], sizes: list[int], rng: np.random.Generator):
-    """Interleave ``streams`` drawing each next item from one with probability proportional
-    to what it has left (``sizes`` counts down; a stream longer than its size keeps 1)."""
-    left = np.array(sizes, dtype=np.float64)
-    active = list(range(len(streams)))
-    while active:
-        weights = np.maximum(left[active], 1.0)
-        index = active[int(rng.choice(len(active), p=weights / weights.sum()))]
+    """Interleave ``streams`` at random, each its whole pass: a shuffled sequence of stream
+    labels, ``sizes[i]`` of stream i (a pass yields exactly ``len(part)`` items)."""
+    labels = np.repeat(np.arange(len(streams)), sizes)
+    rng.shuffle(labels)
+    for index in labels.tolist():
         item = next(streams[index], None)
-        if item is None:
-            active.remove(index)
-            continue
-        left[index] -= 1
-        yield (index, *item)
+        if item is not None:  # None: the file shrank since it was opened
+            yield (index, *item)
 
 
 def _weighted(streams, shares: np.ndarray, total: int, rng: np.random.Generator, restart):
