@@ -282,3 +282,19 @@ def test_a_few_training_steps(corpus, shards, tmp_path, kind):
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert cli.trainer.global_step == 3
     assert float(cli.trainer.callback_metrics["train_audio_seconds"]) > 0
+
+
+def test_a_shard_cut_with_an_unusable_transcript_is_counted_or_named(corpus, tmp_path):
+    from rnnt.data.shar_writer import write_shards
+
+    lines = _lines(corpus)[:8]
+    lines[2]["text"] = "word " * 400  # more tokens than its frames can emit (sharded as is)
+    write_shards(_write(tmp_path / "m.jsonl", lines), tmp_path / "set", shard_size=4)
+    module = datamodule(corpus, shar_dir=str(tmp_path / "set"), speed_perturb=[1.0])
+    for _ in range(2):  # an endless stream meets it again: still counted once
+        _epoch(module)
+    assert dict(module.setup_stats["train"].skipped) == {"text_too_long_for_audio": 1}
+    assert module.setup_stats["train"].examples[0].startswith(f"{tmp_path / 'set'}:m.jsonl:3: ")
+    strict = datamodule(corpus, shar_dir=str(tmp_path / "set"), skip_invalid=False)
+    with pytest.raises(ManifestError, match=r"set: cut m\.jsonl:3: 400 words in [\d.]+ s"):
+        _epoch(strict)

@@ -114,7 +114,8 @@ class CutChecks:
 
         ``line`` is the line number, or the cut id where there is none (shards)."""
         if not self.skip_invalid and reason not in _ALWAYS_SKIPPED:
-            raise ManifestError(stats.path, line, f"{why} (fix the line, or skip_invalid=True)")
+            where, what = (line, why) if isinstance(line, int) else (0, f"cut {line}: {why}")
+            raise ManifestError(stats.path, where, f"{what} (fix it, or skip_invalid=True)")
         if (stats.path, line) not in self._seen:
             self._seen.add((stats.path, line))
             stats.skip(reason, line, why)
@@ -162,7 +163,7 @@ class LazyPart:
     def items(
         self, *, shuffle: bool, rng: np.random.Generator | None = None
     ) -> Iterator[tuple[int, Utterance | Cut | InvalidLine]]:
-        """One pass: ``(line number, utterance, cut or InvalidLine)``, shuffled with ``rng``."""
+        """One pass: ``(line number, Utterance, Cut or InvalidLine)``, shuffled with ``rng``."""
         if isinstance(self.reader, ManifestIndex):
             order = rng.permutation(len(self.reader)) if shuffle else range(len(self.reader))
             return self.reader.utterances(order)
