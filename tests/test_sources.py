@@ -298,3 +298,11 @@ def test_a_shard_cut_with_an_unusable_transcript_is_counted_or_named(corpus, tmp
     strict = datamodule(corpus, shar_dir=str(tmp_path / "set"), skip_invalid=False)
     with pytest.raises(ManifestError, match=r"set: cut m\.jsonl:3: 400 words in [\d.]+ s"):
         _epoch(strict)
+
+
+def test_a_shard_cut_is_named_by_its_shard_file_in_messages(shards):
+    from rnnt.data.lazy_cuts import audio_path
+    from rnnt.data.shar import ShardSource
+
+    cut = next(iter(ShardSource(shards, endless=False)))
+    assert audio_path(cut) == f"{shards}/cuts.000000.jsonl.gz ({cut.id})"  # not the audio bytes

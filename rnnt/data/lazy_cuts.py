@@ -87,7 +87,10 @@ def audio_path(cut: Cut) -> str:
     if is_deferred(cut):
         return cut.custom[AUDIO_FIELD]["path"]
     if cut.has_recording and cut.recording.sources:
-        return str(cut.recording.sources[0].source)[:200]  # in-memory sources are bytes
+        source = cut.recording.sources[0]
+        if source.type == "memory":  # read from a shard: name the shard's file and the cut
+            return f"{(cut.custom or {}).get('shard_origin', 'a shard')} ({cut.id})"
+        return str(source.source)
     return "?"
 
 
