@@ -42,6 +42,13 @@ def between(low: float, high: float) -> Rule:
     )
 
 
+def half_open(low: float, high: float) -> Rule:
+    """A finite number in ``[low, high)``."""
+    return lambda value: (
+        None if _number(value) and low <= value < high else f"must be in [{low}, {high})"
+    )
+
+
 def one_of(choices: Any) -> Rule:
     """One of ``choices``."""
     names = sorted(choices)
@@ -228,6 +235,7 @@ MODEL_RULES: dict[str, Rule] = {
     "max_nonfinite_steps": at_least(1),
     "log_text_examples": at_least(0),
     "init_from": optional(a_file),
+    "ema_decay": optional(half_open(0, 1)),  # 0 or null: no EMA of the weights (rnnt.ema)
 }
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from rnnt.constants import EMA_WEIGHTS, RAW_WEIGHTS
 from rnnt.data.tokenizer import Tokenizer
 from rnnt.models.transducer import Transducer, TransducerConfig
 
@@ -37,6 +38,12 @@ RETIRED_CONFIG_FIELDS = ("loss_chunk_size",)
 # a model that loads or starts from a checkpoint adopts the checkpoint's values of them.
 WEIGHT_MEANING_FIELDS = ("frontend_style", "joiner_activation", "blank_id")
 STATE_DICT_PREFIX = "model."  # TransducerModule keeps the Transducer as `self.model`
+# Which weights `state_dict` holds (EMA_WEIGHTS or RAW_WEIGHTS; absent: raw, as before EMA). A
+# checkpoint of a run with an EMA (rnnt.ema) holds the EMA weights there, which every consumer
+# reads by default, and the trained ones under RAW_STATE_DICT_KEY, which a resumed run trains on.
+WEIGHTS_KEY = "weights"
+RAW_STATE_DICT_KEY = "raw_state_dict"
+WEIGHT_CHOICES = (EMA_WEIGHTS, RAW_WEIGHTS)  # --weights of rnnt transcribe and rnnt export
 # A checkpoint being written: ".{name}.{pid}.{random hex}.tmp" next to its final name. Lightning's
 # `--ckpt_path last` only considers "last*.ckpt", so a temporary file is never taken for one.
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
@@ -150,16 +157,46 @@ def stored_config(values: dict[str, Any]) -> TransducerConfig:
     return TransducerConfig.from_dict({**PREDATING_CONFIG_VALUES, **kept})
 
 
+def stored_weights(checkpoint: dict[str, Any]) -> str:
+    """Which weights the checkpoint's ``state_dict`` holds: ``"ema"`` or ``"raw"`` (trained)."""
+    return checkpoint.get(WEIGHTS_KEY, RAW_WEIGHTS)
+
+
+def select_state_dict(
+    checkpoint: dict[str, Any], weights: str | None = None, path: str | Path = "checkpoint"
+) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights of the kind asked for (``TransducerModule`` names, ``model.*``).
+
+    ``weights``: ``"ema"`` (the moving average of a run with ``--model.ema_decay``), ``"raw"``
+    (the trained weights), or None: those its ``state_dict`` holds (the EMA ones where the run
+    kept an EMA). Raises ``CheckpointError`` naming ``path`` when it lacks the weights asked for.
+    """
+    stored = stored_weights(checkpoint)
+    if weights is None or weights == stored:
+        return checkpoint["state_dict"]
+    if weights not in WEIGHT_CHOICES:
+        raise ValueError(f"weights {weights!r}: must be one of {', '.join(WEIGHT_CHOICES)}")
+    if weights == RAW_WEIGHTS and RAW_STATE_DICT_KEY in checkpoint:
+        return checkpoint[RAW_STATE_DICT_KEY]
+    if weights == EMA_WEIGHTS:
+        raise CheckpointError(
+            f"{path}: holds no EMA weights (trained with --model.ema_decay 0 or before EMA "
+            "existed); use --weights raw"
+        )
+    raise CheckpointError(f"{path}: holds the EMA weights only; use --weights ema")
+
+
 def load_checkpoint(
-    path: str | Path, map_location: str | torch.device = "cpu"
+    path: str | Path, map_location: str | torch.device = "cpu", weights: str | None = None
 ) -> tuple[Transducer, Tokenizer]:
-    """The transducer (in eval mode) and its tokenizer from a checkpoint file alone."""
+    """The transducer (in eval mode) and its tokenizer from a checkpoint file alone; ``weights``
+    as for ``select_state_dict`` (None: the EMA weights of a run that kept an EMA)."""
     checkpoint = read_checkpoint(path, map_location)
     config = stored_config(checkpoint[MODEL_CONFIG_KEY])
     model = Transducer(config)
     state_dict = {
         key[len(STATE_DICT_PREFIX) :]: value
-        for key, value in checkpoint["state_dict"].items()
+        for key, value in select_state_dict(checkpoint, weights, path).items()
         if key.startswith(STATE_DICT_PREFIX)
     }
     try:

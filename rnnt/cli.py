@@ -10,6 +10,7 @@
     rnnt transcribe --checkpoint C  transcribe audio files or a manifest (greedy, beam, streaming)
     rnnt export --checkpoint C      ONNX encoder, decoder and joiner for sherpa-onnx
     rnnt shard --manifest M --out D lhotse Shar shards of a manifest's audio, to train from
+    rnnt average --run R --best N   one checkpoint with the mean weights of several of a run
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from rnnt import cli_args as check
 from rnnt import constants as C
+from rnnt.cli_average import add_average_command
 from rnnt.cli_demo import add_demo_command, add_demo_data_command
 from rnnt.cli_prepare import add_prepare_command
 from rnnt.cli_shard import add_shard_command
@@ -67,7 +69,7 @@ def _transcribe(options: argparse.Namespace) -> None:
     if options.manifest:  # before the checkpoint loads: a refused output costs nothing
         check_output(options.manifest, options.output, options.overwrite)
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = load_checkpoint(options.checkpoint, map_location=device)
+    model, tokenizer = load_checkpoint(options.checkpoint, device, weights=options.weights)
     if options.streaming:
         _transcribe_streaming(model, tokenizer, options)
         return
@@ -157,9 +159,19 @@ def _export(options: argparse.Namespace) -> None:
         names = [C.EXPORT_ENCODER_FILE, C.EXPORT_DECODER_FILE, C.EXPORT_JOINER_FILE]
         names.append(C.EXPORT_TOKENS_FILE)
         check.refuse_existing([options.out / name for name in names], "--out")
-    paths = export_onnx(options.checkpoint, options.out, opset=options.opset)
+    paths = export_onnx(options.checkpoint, options.out, options.opset, weights=options.weights)
     for name, path in paths.items():
         print(f"{name}: {path}")
+
+
+def _add_weights_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--weights",
+        choices=[C.EMA_WEIGHTS, C.RAW_WEIGHTS],
+        default=None,
+        help="the checkpoint's EMA weights (a run with --model.ema_decay) or its raw trained "
+        "ones (default: those its state_dict holds, the EMA ones where there are some)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -198,9 +210,11 @@ def _parser() -> argparse.ArgumentParser:
     tokenizer.set_defaults(run=_tokenizer)
     add_demo_command(commands)
     add_shard_command(commands)
+    add_average_command(commands)
 
     transcribe = commands.add_parser("transcribe", help="transcribe audio files or a manifest")
     transcribe.add_argument("--checkpoint", required=True, type=check.existing_file)
+    _add_weights_flag(transcribe)
     transcribe.add_argument("audio", nargs="*", help="audio files; prints path<TAB>text")
     transcribe.add_argument(
         "--manifest", type=check.existing_file, help="input manifest (JSON lines)"
@@ -249,6 +263,7 @@ def _parser() -> argparse.ArgumentParser:
         "export", help="ONNX encoder, decoder, joiner and tokens.txt for sherpa-onnx"
     )
     export.add_argument("--checkpoint", required=True, type=check.existing_file)
+    _add_weights_flag(export)
     export.add_argument("--out", required=True, type=check.output_folder, help="output folder")
     export.add_argument("--opset", type=check.opset, default=C.ONNX_OPSET)
     export.add_argument(

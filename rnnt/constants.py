@@ -371,3 +371,26 @@ PREPARE_TEST_FRACTION = 0.0
 # A test set is named by its manifest's file name less these endings (test-clean.jsonl ->
 # test-clean), in the table `rnnt test` prints and the run's test_wer/NAME metrics.
 TEST_SET_NAME_SUFFIXES = (".gz", ".jsonl", ".json")
+
+# --- checkpoint averaging (issue 15, task A: `rnnt average`, rnnt/average.py) ------------------
+AVERAGE_CHECKPOINTS_FOLDER = "checkpoints"  # where `rnnt fit` keeps a run's files (--run DIR)
+AVERAGE_LAST_NAME = "last"  # last.ckpt, last-v1.ckpt: resume points, ranked by no metric
+AVERAGE_MONITOR = "val_loss"  # the metric the file names carry when no record in the file says
+AVERAGE_MONITOR_MODE = "min"  # ... and its direction (lower is better)
+# TransducerConfig fields that only shape training (regularisation, the loss's memory budget,
+# the CTC loss weight): checkpoints that differ only in them are still one model.
+AVERAGE_TRAINING_ONLY_FIELDS = ("dropout", "spec_augment", "loss_chunk_bytes", "ctc_weight")
+# Integer buffers that count updates (the feature normaliser's, BatchNorm's): the average keeps
+# the largest count; any other integer tensor must be equal in every checkpoint.
+AVERAGE_COUNTER_NAMES = ("batches_seen", "num_batches_tracked")
+
+# --- EMA of the weights (issue 15, task E: rnnt/ema.py, --model.ema_decay) ---------------------
+# The shadow weights follow the trained ones with decay min(EMA_DECAY, (1 + n) / (10 + n)) after
+# n updates (one per optimizer step). The warm-up term is 1 - 9 / (10 + n): the average spans
+# roughly the last n / 9 steps, e.g. 110-140 steps at the end of the demo's 1000-1250-step run,
+# and reaches EMA_DECAY's horizon of 1 / (1 - EMA_DECAY) = 1000 steps after about 9000 steps of a
+# long run. 0 or None: no EMA (checkpoints hold the trained weights only).
+EMA_DECAY = 0.999
+EMA_WARMUP_OFFSET = 10  # the 10 of (1 + n) / (10 + n): larger follows the weights longer
+EMA_WEIGHTS = "ema"  # a checkpoint's `weights` when its state_dict holds the EMA weights
+RAW_WEIGHTS = "raw"  # ... and when it holds the trained ones (checkpoints without EMA)

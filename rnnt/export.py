@@ -261,7 +261,10 @@ def encoder_metadata(model: Transducer) -> dict[str, str]:
 
 
 def export_onnx(
-    checkpoint_path: str | Path, out_dir: str | Path, opset: int = ONNX_OPSET
+    checkpoint_path: str | Path,
+    out_dir: str | Path,
+    opset: int = ONNX_OPSET,
+    weights: str | None = None,
 ) -> dict[str, Path]:
     """Write ``encoder.onnx``, ``decoder.onnx``, ``joiner.onnx`` and ``tokens.txt``.
 
@@ -269,6 +272,7 @@ def export_onnx(
         checkpoint_path: a checkpoint of ``rnnt fit`` (weights, config and tokenizer).
         out_dir: folder to write into (created; existing files of these names are replaced).
         opset: ONNX opset version.
+        weights: ``"ema"``, ``"raw"`` or None: as ``rnnt.checkpoint.load_checkpoint``'s.
 
     Returns:
         ``{"encoder": path, "decoder": path, "joiner": path, "tokens": path}``.
@@ -281,7 +285,7 @@ def export_onnx(
             "(onnx, onnxruntime and sherpa-onnx)"
         ) from error
 
-    model, tokenizer = load_checkpoint(checkpoint_path, map_location="cpu")
+    model, tokenizer = load_checkpoint(checkpoint_path, map_location="cpu", weights=weights)
     config = model.config
     if config.frontend_style != "sherpa":
         log.warning(

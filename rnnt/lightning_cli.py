@@ -160,6 +160,7 @@ def make_cli(
     from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
     from lightning.pytorch.cli import LightningCLI
 
+    from rnnt.average import refuse_resuming
     from rnnt.callbacks import EstimatingProgressBar, StopOnSignal
     from rnnt.checkpoint import read_checkpoint
     from rnnt.data.datamodule import TransducerDataModule
@@ -181,7 +182,9 @@ def make_cli(
             subcommand = self.config.get("subcommand")
             ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
             if ckpt_path and "://" not in str(ckpt_path) and Path(ckpt_path).exists():
-                read_checkpoint(ckpt_path, mmap=True)  # a folder too: one line naming it
+                checkpoint = read_checkpoint(ckpt_path, mmap=True)  # a folder: one line too
+                if subcommand == "fit":  # an average holds weights only: nothing to resume
+                    refuse_resuming(checkpoint, ckpt_path)
             if subcommand in EVALUATING_SUBCOMMANDS:
                 _require_weights(subcommand, self.config[subcommand])
 

@@ -20,8 +20,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
-from torchmetrics import Metric
 from torchmetrics.text import WordErrorRate
 
 from rnnt.arguments import MODEL_RULES, check_arguments
@@ -40,6 +40,7 @@ from rnnt.constants import (
     CAUSAL_CONV,
     COMPILE,
     COMPILE_BACKEND,
+    EMA_DECAY,
     LEARNING_RATE,
     LOG_TEXT_EXAMPLES,
     MAX_NONFINITE_STEPS,
@@ -54,6 +55,8 @@ from rnnt.constants import (
 )
 from rnnt.data.tokenizer import Tokenizer
 from rnnt.decoding import greedy_search
+from rnnt.ema import ExponentialMovingAverage, use_raw_weights
+from rnnt.metrics import UtteranceMean
 from rnnt.models.transducer import Transducer, config_from_preset
 from rnnt.optim import (
     NonFiniteGuard,
@@ -67,27 +70,6 @@ from rnnt.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 __all__ = ["NonFiniteLossError", "TransducerModule", "UtteranceMean"]
-
-
-class UtteranceMean(Metric):
-    """Mean over utterances of per-batch means, weighted by each batch's utterance count.
-
-    Summed over DDP ranks when computed. (torchmetrics' ``MeanMetric`` drops NaN values, or
-    with ``nan_strategy="disable"`` ignores the weights; a diverged model's loss must show.)
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("total", torch.zeros(()), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros(()), dist_reduce_fx="sum")
-
-    def update(self, batch_mean: torch.Tensor, batch_size: int) -> None:
-        if batch_size:
-            self.total += batch_mean.detach().float() * batch_size
-            self.count += batch_size
-
-    def compute(self) -> torch.Tensor:
-        return self.total / self.count
 
 
 class TransducerModule(pl.LightningModule):
@@ -117,6 +99,9 @@ class TransducerModule(pl.LightningModule):
             another tokenizer gives all but the vocabulary layers (``rnnt.warm_start``).
         compile: run the encoder through ``torch.compile`` (backend ``COMPILE_BACKEND``); its
             parameter names do not change, so checkpoints load into an uncompiled model.
+        ema_decay: keep an exponential moving average of the weights with this decay per step
+            (``rnnt.ema``): validation, testing and checkpoints' ``state_dict`` use it; 0 or
+            None: none.
     """
 
     def __init__(
@@ -137,6 +122,7 @@ class TransducerModule(pl.LightningModule):
         log_text_examples: int = LOG_TEXT_EXAMPLES,
         init_from: str | None = None,
         compile: bool = COMPILE,
+        ema_decay: float | None = EMA_DECAY,
     ) -> None:
         check_arguments("model", MODEL_RULES, locals())  # one line naming a wrong --model.* value
         super().__init__()
@@ -160,6 +146,12 @@ class TransducerModule(pl.LightningModule):
         self.test_wer = WordErrorRate()
         self._guard = NonFiniteGuard(max_nonfinite_steps)
         self._text_examples: list[tuple[str, str]] = []
+        self._ema = ExponentialMovingAverage(ema_decay) if ema_decay else None
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        # The module owns its EMA: every trainer that fits it keeps one (rnnt fit, rnnt demo,
+        # a plain Trainer), and its checkpoint hook below reaches it for every save.
+        return [self._ema] if self._ema is not None else []
 
     def configure_model(self) -> None:
         # Lightning's hook before a run, in every process. Module.compile compiles the
@@ -335,12 +327,16 @@ class TransducerModule(pl.LightningModule):
         # A checkpoint is self-contained: `rnnt transcribe --checkpoint X.ckpt` needs no other file.
         checkpoint[TOKENIZER_KEY] = self.tokenizer.model_bytes
         checkpoint[MODEL_CONFIG_KEY] = self.model.config.to_dict()
+        if self._ema is not None:
+            self._ema.store(checkpoint)  # EMA weights in state_dict, the trained ones beside
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Resume, validate and test build the model from the configuration, then load weights
         # into it; fields that change what the weights mean but not their shapes would
         # mismatch silently (another front end's features: a WER near 100 %). The checkpoint's
         # values win: the model is rebuilt before its weights are loaded.
+        if self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
+            use_raw_weights(checkpoint)  # resuming trains on the raw weights (rnnt.ema)
         if MODEL_CONFIG_KEY not in checkpoint:
             return
         path = getattr(self._trainer, "ckpt_path", None) or "the checkpoint"

@@ -72,6 +72,8 @@ MODEL_ROWS = [
     ("log_text_examples", -1, "must be >= 0"),
     ("init_from", FOLDER, "is a folder; give a file"),
     ("init_from", "{folder}/missing.ckpt", "does not exist"),
+    ("ema_decay", 1.0, "must be in [0, 1)"),
+    ("ema_decay", -0.5, "must be in [0, 1)"),
 ]
 # Arguments whose wrong values are refused elsewhere, and where it is tested.
 REFUSED_ELSEWHERE = {

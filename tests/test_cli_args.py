@@ -80,11 +80,13 @@ ROWS = [
     ("transcribe", ["--checkpoint", FILE, "--chunk-ms", "-320", FILE], "--chunk-ms"),
     ("transcribe", ["--checkpoint", FILE, "--strict=1", FILE], "--strict"),
     ("transcribe", ["--checkpoint", FILE, "--overwrite=1", FILE], "--overwrite"),
+    ("transcribe", ["--checkpoint", FILE, "--weights", "mean", FILE], "--weights"),
     ("export", ["--checkpoint", MISSING, "--out", NEW], "--checkpoint"),
     ("export", ["--checkpoint", FILE, "--out", FILE], "--out"),
     ("export", ["--checkpoint", FILE, "--out", EXPORTED], "--out"),  # exists: not replaced
     ("export", ["--checkpoint", FILE, "--out", NEW, "--opset", "13"], "--opset"),
     ("export", ["--checkpoint", FILE, "--out", NEW, "--overwrite=1"], "--overwrite"),
+    ("export", ["--checkpoint", FILE, "--out", NEW, "--weights", "EMA"], "--weights"),
     ("prepare", ["folder", "--corpus-dir", FILE, "--out", NEW], "--corpus-dir"),
     ("prepare", ["folder", "--corpus-dir", MISSING, "--out", NEW], "--corpus-dir"),
     ("prepare", ["folder", "--corpus-dir", FOLDER, "--out", FILE], "--out"),
@@ -110,6 +112,20 @@ ROWS = [
     ("shard", ["--manifest", MANIFEST, "--out", NEW, "--skip-invalid=no"], "--skip-invalid"),
     ("shard", ["--manifest", MANIFEST, "--out", NEW, "--overwrite=1"], "--overwrite"),
     ("shard", ["--out", NEW], "--manifest"),  # required
+    ("average", ["--checkpoints", FOLDER, "--out", NEW], "--checkpoints"),
+    ("average", ["--checkpoints", MISSING, "--out", NEW], "--checkpoints"),
+    ("average", ["--out", NEW], "--checkpoints"),  # --checkpoints or --run: one is required
+    ("average", ["--run", FILE, "--last", "2", "--out", NEW], "--run"),
+    ("average", ["--run", MISSING, "--last", "2", "--out", NEW], "--run"),
+    ("average", ["--run", FOLDER, "--last", "2", "--out", NEW], "--run"),  # no checkpoint there
+    ("average", ["--run", FOLDER, "--out", NEW], "--last"),  # --last or --best: which files
+    ("average", ["--run", FOLDER, "--last", "0", "--out", NEW], "--last"),
+    ("average", ["--checkpoints", FILE, "--last", "2", "--out", NEW], "--last"),  # not a run
+    ("average", ["--run", FOLDER, "--best", "two", "--out", NEW], "--best"),
+    ("average", ["--run", FOLDER, "--last", "2", "--best", "2", "--out", NEW], "--best"),
+    ("average", ["--checkpoints", FILE, "--out", FOLDER], "--out"),
+    ("average", ["--checkpoints", FILE, "--out", FILE], "--out"),  # exists: not replaced
+    ("average", ["--checkpoints", FILE, "--out", NEW, "--overwrite=1"], "--overwrite"),
 ]
 
 # fit | validate | test: each way a wrong setting reaches the user (the settings one by one:

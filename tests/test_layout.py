@@ -29,9 +29,18 @@ FLOORS = (
         "rnnt.arguments",
         "rnnt.op_counts",
     ),
-    ("rnnt.decoding", "rnnt.greedy", "rnnt.streaming", "rnnt.checkpoint", "rnnt.warm_start"),
+    (
+        "rnnt.decoding",
+        "rnnt.greedy",
+        "rnnt.streaming",
+        "rnnt.checkpoint",
+        "rnnt.warm_start",
+        "rnnt.average",
+    ),
     (
         "rnnt.train",
+        "rnnt.ema",
+        "rnnt.metrics",
         "rnnt.callbacks",
         "rnnt.model_checkpoint",
         "rnnt.run_lock",
@@ -48,6 +57,7 @@ FLOORS = (
         "rnnt.cli_demo",
         "rnnt.cli_prepare",
         "rnnt.cli_shard",
+        "rnnt.cli_average",
         "rnnt.__main__",
     ),
 )
