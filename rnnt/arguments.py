@@ -113,31 +113,35 @@ def one_or_more(rule: Rule, what: str) -> Rule:
 
 
 def manifests(value: Any) -> str | None:
-    """A manifest path, or a non-empty list of paths and ``{path: ..., weight: ...}`` mappings
-    (``rnnt.data.sources.parse_manifests`` checks the rest where they are opened)."""
+    """A manifest path, or a non-empty list of paths and ``{path: ..., weight: ...}`` mappings,
+    weights on all or none (``rnnt.data.sources.parse_manifests``); none of them a folder."""
     if not isinstance(value, (list, tuple)):
         return not_a_folder(value)
-    if not value:
-        return "must name at least one manifest"
-    for position, item in enumerate(value):
-        path = item.get("path") if isinstance(item, dict) else item
-        if not isinstance(path, (str, Path)):
-            return f"item {position}: {item!r} is neither a path nor a {{path: ..., weight: ...}}"
-        if problem := not_a_folder(path):
-            return f"item {position}: {path} {problem}"
-    from rnnt.data.sources import parse_manifests  # weights: all given or none, each > 0
+    from rnnt.data.sources import parse_manifests  # the data module loads it anyway
 
     try:
-        parse_manifests(value, "train_manifest")
+        entries = parse_manifests(value)
     except ValueError as error:
-        return (
-            str(error)
-            .replace("--data.train_manifest", "", 1)
-            .lstrip(": ")
-            .replace("[", "item ", 1)
-            .replace("]", "", 1)
-        )
+        return str(error)
+    for position, entry in enumerate(entries):
+        if problem := not_a_folder(entry.path):
+            return f"item {position}: {entry.path} {problem}"
     return None
+
+
+def refuse_existing(paths: list[Path], flag: str) -> None:
+    """Refuse to replace files the user did not ask to replace.
+
+    Raises:
+        ValueError: naming the existing files and ``--overwrite``.
+    """
+    existing = [str(path) for path in paths if path.exists()]
+    if existing:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise ValueError(
+            f"{flag}: {existing[0]}{more} already there; pass --overwrite to replace "
+            f"{'them' if more else 'it'}, or choose another place"
+        )
 
 
 def not_a_file(value: Any) -> str | None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from rnnt import cli_args as check
 from rnnt import constants as C
+from rnnt.arguments import refuse_existing
 from rnnt.cli_average import add_average_command
 from rnnt.cli_demo import add_demo_command, add_demo_data_command
 from rnnt.cli_prepare import add_prepare_command
@@ -36,7 +37,7 @@ def _tokenizer(options: argparse.Namespace) -> None:
     from rnnt.data.tokenizer import train_tokenizer
 
     if not options.overwrite:
-        check.refuse_existing([options.out, options.out.with_suffix(".vocab")], "--out")
+        refuse_existing([options.out, options.out.with_suffix(".vocab")], "--out")
     path = train_tokenizer(
         options.manifest,
         options.out,
@@ -158,7 +159,7 @@ def _export(options: argparse.Namespace) -> None:
     if not options.overwrite:
         names = [C.EXPORT_ENCODER_FILE, C.EXPORT_DECODER_FILE, C.EXPORT_JOINER_FILE]
         names.append(C.EXPORT_TOKENS_FILE)
-        check.refuse_existing([options.out / name for name in names], "--out")
+        refuse_existing([options.out / name for name in names], "--out")
     paths = export_onnx(options.checkpoint, options.out, options.opset, weights=options.weights)
     for name, path in paths.items():
         print(f"{name}: {path}")

@@ -151,21 +151,6 @@ def output_folder(text: str) -> Path:
     return path
 
 
-def refuse_existing(paths: list[Path], flag: str) -> None:
-    """Refuse to replace files the user did not ask to replace.
-
-    Raises:
-        ValueError: naming the existing files and ``--overwrite``.
-    """
-    existing = [str(path) for path in paths if path.exists()]
-    if existing:
-        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-        raise ValueError(
-            f"{flag}: {existing[0]}{more} already there; pass --overwrite to replace "
-            f"{'them' if more else 'it'}, or choose another place"
-        )
-
-
 # jsonargparse: 'Parser key "trainer.max_epochs":\n  ... Given value: x' with a list of
 # "- Expected a <class 'int'>" (or "- Expected a typing.Literal['a', 'b']") lines.
 _PARSER_KEY = re.compile(r'^Parser key "(?P<key>[^"]+)":\s*')

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnt import cli_args as check
+from rnnt.arguments import refuse_existing
 
 
 def _run_folder(text: str) -> Path:
@@ -27,7 +28,7 @@ def _average(options: argparse.Namespace) -> None:
     if options.run_dir is None and (options.last or options.best):
         raise ValueError(f"--{'last' if options.last else 'best'} picks files of a --run DIR")
     if not options.overwrite:
-        check.refuse_existing([options.out], "--out")
+        refuse_existing([options.out], "--out")
     if options.run_dir is not None:
         chosen = select_checkpoints(options.run_dir, last=options.last, best=options.best)
         for found in chosen:

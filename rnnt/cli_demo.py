@@ -11,6 +11,7 @@ from typing import Any
 
 from rnnt import cli_args as check
 from rnnt import constants as C
+from rnnt.arguments import refuse_existing
 from rnnt.corpus.engines import ENGINES
 
 
@@ -19,7 +20,7 @@ def _demo_data(options: argparse.Namespace) -> None:
 
     if not options.overwrite:  # a corpus there (the user's own, or another demo) stays
         corpus = ["train.jsonl", "val.jsonl", "test.jsonl", "corpus.json", "audio", "noise"]
-        check.refuse_existing([options.out / name for name in corpus], "--out")
+        refuse_existing([options.out / name for name in corpus], "--out")
     paths = synthesize_demo_corpus(
         options.out,
         train_hours=options.train_hours,

@@ -10,13 +10,14 @@ from typing import Any
 
 from rnnt import cli_args as check
 from rnnt import constants as C
+from rnnt.arguments import refuse_existing
 
 
 def _shard(options: argparse.Namespace) -> None:
     from rnnt.data.shar_writer import write_shards
 
     if not options.overwrite:  # a complete set there stays
-        check.refuse_existing([options.out / C.SHAR_INDEX_FILE], "--out")
+        refuse_existing([options.out / C.SHAR_INDEX_FILE], "--out")
     result = write_shards(
         options.manifest,
         options.out,

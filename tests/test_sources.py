@@ -19,9 +19,11 @@ from rnnt.data.lazy_cuts import is_deferred, resolve_cut
 from rnnt.data.loader import ResumedSampler
 from rnnt.data.manifest import ManifestError
 from rnnt.data.records import load_audio_records
-from rnnt.data.sources import ManifestEntry, parse_manifests
+from rnnt.data.sources import ManifestEntry, open_split, parse_manifests
 from tests.test_cuts import make_corpus
 from tests.test_dataset import datamodule
+
+NO_BOUNDS = dict(min_duration=None, max_duration=None, skip_invalid=True, count_tokens=None)
 
 
 @pytest.fixture(scope="module")
@@ -196,14 +198,19 @@ def test_ddp_ranks_get_disjoint_lazy_batches_and_resume_lands_on_the_next_batch(
 
 
 def test_parse_manifests_forms_and_errors():
-    assert parse_manifests("a.jsonl", "train_manifest") == [ManifestEntry("a.jsonl")]
-    assert parse_manifests(["a", {"path": "b", "weight": 2}, {"path": "c", "weight": 1.5}][1:], "x")
-    with pytest.raises(ValueError, match=r"--data.train_manifest: give a weight to every"):
-        parse_manifests(["a", {"path": "b", "weight": 2}], "train_manifest")
-    with pytest.raises(ValueError, match=r"\[0\]: weight -1 must be a positive number"):
-        parse_manifests([{"path": "b", "weight": -1}], "train_manifest")
-    with pytest.raises(ValueError, match=r"\[0\]: \{'file': 'b'\} is neither a path"):
-        parse_manifests([{"file": "b"}], "train_manifest")
+    assert parse_manifests("a.jsonl") == [ManifestEntry("a.jsonl")]
+    assert parse_manifests([{"path": "b", "weight": 2}, {"path": "c", "weight": 1.5}]) == [
+        ManifestEntry("b", 2),
+        ManifestEntry("c", 1.5),
+    ]
+    with pytest.raises(ValueError, match=r"^give a weight to every manifest or to none$"):
+        parse_manifests(["a", {"path": "b", "weight": 2}])
+    with pytest.raises(ValueError, match=r"^item 0: weight -1 must be a positive number$"):
+        parse_manifests([{"path": "b", "weight": -1}])
+    with pytest.raises(ValueError, match=r"^item 0: \{'file': 'b'\} is neither a path"):
+        parse_manifests([{"file": "b"}])
+    with pytest.raises(ValueError, match=r"^--data.train_manifest \[\]: must name at least one"):
+        open_split([], field="train_manifest", **NO_BOUNDS)
 
 
 def test_manifest_index_holds_16_bytes_a_line_and_reads_lines_back(corpus, tmp_path):

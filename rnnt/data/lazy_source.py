@@ -40,16 +40,13 @@ from rnnt.data.manifest import ManifestError
 from rnnt.data.manifest_index import ManifestIndex
 from rnnt.data.manifest_line import InvalidLine, Utterance
 from rnnt.data.manifest_stats import (
-    SKIP_EMPTY_TEXT,
-    SKIP_LATTICE_TOO_LARGE,
     SKIP_TOO_LONG,
     SKIP_TOO_SHORT,
     ManifestStats,
 )
-from rnnt.data.records import Unusable, checked_tokens
-from rnnt.data.tokenizer import normalize_text
+from rnnt.data.records import ALWAYS_SKIPPED, Unusable, checked_text, checked_tokens, speed_bounds
 
-_ALWAYS_SKIPPED = (SKIP_TOO_SHORT, SKIP_TOO_LONG, SKIP_LATTICE_TOO_LARGE)  # limits, not faults
+_ALWAYS_SKIPPED = (*ALWAYS_SKIPPED, SKIP_TOO_LONG)  # limits, not faults: lhotse cuts filter here
 
 
 @dataclass
@@ -69,20 +66,20 @@ class CutChecks:
     skip_invalid: bool = True
     _seen: set = field(default_factory=set)
 
-    def bounds(self) -> tuple[float, float]:
-        factors = [float(factor) for factor in self.speed_factors] or [1.0]
-        return max(max(factors), 1.0), min(min(factors), 1.0)
+    def __post_init__(self) -> None:
+        self._fastest, self._slowest = speed_bounds(self.speed_factors)
 
     def text_and_tokens(self, text: str, duration: float) -> tuple[str, int | None]:
         """Normalised text and U; raises ``Unusable`` for an empty or over-long transcript."""
-        normalized = normalize_text(text)
-        if not normalized:
-            raise Unusable(SKIP_EMPTY_TEXT, f"transcript {text[:60]!r} has no letter or digit")
+        normalized = checked_text(text)
         if self.count_tokens is None:
             return normalized, None
-        fastest, slowest = self.bounds()
         tokens = checked_tokens(
-            normalized, duration, count_tokens=self.count_tokens, fastest=fastest, slowest=slowest
+            normalized,
+            duration,
+            count_tokens=self.count_tokens,
+            fastest=self._fastest,
+            slowest=self._slowest,
         )
         return normalized, tokens
 

@@ -50,7 +50,7 @@ from rnnt.data.tokenizer import normalize_text
 
 logger = logging.getLogger(__name__)
 # Limits, not faults in the data: skipped (and counted) even without skip_invalid.
-_ALWAYS_SKIPPED = (SKIP_TOO_SHORT, SKIP_LATTICE_TOO_LARGE)
+ALWAYS_SKIPPED = (SKIP_TOO_SHORT, SKIP_LATTICE_TOO_LARGE)
 
 
 def encoder_frames(duration: float) -> int:
@@ -180,8 +180,7 @@ def load_audio_records_with_stats(
     records: list[AudioRecord] = []
     partial_example = ""
     name = Path(manifest).name
-    factors = [float(factor) for factor in speed_factors] or [1.0]
-    fastest, slowest = max(max(factors), 1.0), min(min(factors), 1.0)
+    fastest, slowest = speed_bounds(speed_factors)
     tokens_of = None
     if count_tokens is not None:
         tokens_of = functools.partial(
@@ -203,7 +202,7 @@ def load_audio_records_with_stats(
                 utterance, f"{name}:{utterance.line}", rate, frames, channels, tokens_of
             )
         except Unusable as unusable:
-            if not skip_invalid and unusable.reason not in _ALWAYS_SKIPPED:
+            if not skip_invalid and unusable.reason not in ALWAYS_SKIPPED:
                 raise ManifestError(manifest, utterance.line, unusable.why) from None
             stats.skip(unusable.reason, utterance.line, unusable.why)
             continue
@@ -230,6 +229,22 @@ def load_audio_records_with_stats(
             partial_example,
         )
     return records, stats
+
+
+def speed_bounds(speed_factors: Sequence[float]) -> tuple[float, float]:
+    """(fastest, slowest) speed factor, each counting 1.0 (the audio as it is) among them."""
+    factors = [float(factor) for factor in speed_factors] or [1.0]
+    return max(max(factors), 1.0), min(min(factors), 1.0)
+
+
+def checked_text(text: str) -> str:
+    """``text`` normalised (``normalize_text``); ``Unusable`` (``empty_text``) if nothing is left."""
+    normalized = normalize_text(text)
+    if not normalized:
+        raise Unusable(
+            SKIP_EMPTY_TEXT, f"transcript {text[:60]!r} has no letter or digit to train on"
+        )
+    return normalized
 
 
 def checked_tokens(
@@ -298,12 +313,7 @@ def make_record(
     channels: int,
     tokens_of: Callable[[str, float], int] | None,
 ) -> AudioRecord:
-    text = normalize_text(utterance.text)
-    if not text:
-        raise Unusable(
-            SKIP_EMPTY_TEXT,
-            f"transcript {utterance.text[:60]!r} has no letter or digit to train on",
-        )
+    text = checked_text(utterance.text)
     file_duration = frames / rate
     available = file_duration - utterance.offset
     if available <= 0:

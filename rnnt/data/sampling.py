@@ -261,13 +261,22 @@ class BucketingSampler(DynamicBucketingSampler):
         counts = np.bincount(
             np.minimum(np.searchsorted(edges, durations), len(edges) - 1), minlength=len(edges)
         ) * (len(self.source) / max(len(durations), 1))  # a lazy source's durations: a sample
-        sizes = np.full(len(edges), np.inf)
-        if constraint.max_duration is not None:
-            sizes = np.maximum(1.0, np.floor(constraint.max_duration / edges))
-        if constraint.max_cuts is not None:
-            sizes = np.minimum(sizes, constraint.max_cuts)
+        sizes = bucket_batch_sizes(edges, constraint.max_duration, constraint.max_cuts)
         total = int(np.ceil(counts / sizes).sum()) if np.isfinite(sizes).all() else 1
         return max(1, math.ceil(total / self.world_size))
+
+
+def bucket_batch_sizes(
+    edges: np.ndarray, max_duration: float | None, max_cuts: int | None
+) -> np.ndarray:
+    """Cuts a full batch of each bucket holds: ``min(max_cuts, floor(max_duration / edge))``,
+    at least 1 (``inf`` where neither bound is set); ``edges`` are the buckets' upper edges (s)."""
+    sizes = np.full(len(edges), np.inf)
+    if max_duration is not None:
+        sizes = np.maximum(1.0, np.floor(max_duration / edges))
+    if max_cuts is not None:
+        sizes = np.minimum(sizes, max_cuts)
+    return sizes
 
 
 def _split_to_multiple(pending: deque[list[Cut]], world_size: int, yielded: int) -> None:

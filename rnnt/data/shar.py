@@ -44,14 +44,13 @@ from lhotse.cut import Cut
 from lhotse.shar import LazySharIterator
 
 from rnnt.constants import (
-    BUCKET_ESTIMATE_CUTS,
     NUM_BUCKETS,
     SEED,
     SHAR_SAMPLER_BUFFER_SIZE,
 )
 from rnnt.data.augment import RandomSpeed
 from rnnt.data.cuts import tag_epoch
-from rnnt.data.sampling import LONGEST_MARGIN, BucketingSampler, duration_bins
+from rnnt.data.sampling import BucketingSampler, bucket_batch_sizes
 from rnnt.data.shar_index import DURATION_DECIMALS, Shard, read_shard_index
 
 logger = logging.getLogger(__name__)
@@ -273,12 +272,11 @@ class ShardSampler:
             world_size=1,
             rank=0,
         )
-        # The same edges as the sampler's, computed here so that N never depends on the rank.
-        longest = source.longest_duration() * (1 + LONGEST_MARGIN)
-        bins = duration_bins(source.duration_sample(BUCKET_ESTIMATE_CUTS), num_buckets, longest)
+        # The sampler's edges come from the index alone (duration_sample): N is the same on
+        # every rank.
         self.num_batches = estimate_rank_batches(
             source.durations(),
-            [*bins, longest],
+            self.sampler.constraint.bucket_edges,
             max_duration=max_duration,
             max_cuts=max_cuts,
             speed_factors=source.speed.factors if source.speed is not None else (),
@@ -333,11 +331,7 @@ def estimate_rank_batches(
     the count is averaged over the factors. Lattice-bound splits are rare and ignored.
     """
     edges = np.asarray(bucket_edges, dtype=np.float64)
-    sizes = np.full(len(edges), np.inf)
-    if max_duration is not None:
-        sizes = np.maximum(1.0, np.floor(max_duration / edges))
-    if max_cuts is not None:
-        sizes = np.minimum(sizes, max_cuts)
+    sizes = bucket_batch_sizes(edges, max_duration, max_cuts)
     factors = [float(factor) for factor in speed_factors] or [1.0]
     batches = 0.0
     for factor in factors:

@@ -54,34 +54,34 @@ class ManifestEntry:
     weight: float | None = None
 
 
-def parse_manifests(value: ManifestSpec, field: str) -> list[ManifestEntry]:
+def parse_manifests(value: ManifestSpec) -> list[ManifestEntry]:
     """The manifests a ``--data.*_manifest`` value names.
 
     Raises:
-        ValueError: naming ``field`` and the entry: not a path or ``{path, weight}``, unknown
-            keys, a weight that is not a positive number, weights on some entries only.
+        ValueError: naming the entry (``item N: ...``): not a path or ``{path, weight}``,
+            unknown keys, a weight that is not a positive number; weights on some entries
+            only; an empty list. (``rnnt.arguments`` reports it after the setting's name.)
     """
     items = [value] if isinstance(value, str | os.PathLike) else list(value or [])
     if not items:
-        raise ValueError(f"--data.{field}: no manifest given")
+        raise ValueError("must name at least one manifest")
     entries = []
     for position, item in enumerate(items):
-        where = f"--data.{field}[{position}]"
         if isinstance(item, str | os.PathLike):
             entries.append(ManifestEntry(os.fspath(item)))
             continue
         if not isinstance(item, dict) or "path" not in item or set(item) - {"path", "weight"}:
             raise ValueError(
-                f"{where}: {item!r} is neither a path nor a {{path: ..., weight: ...}} mapping"
+                f"item {position}: {item!r} is neither a path nor a {{path: ..., weight: ...}}"
             )
         weight = item.get("weight")
         if weight is not None and not (
             isinstance(weight, int | float) and math.isfinite(weight) and weight > 0
         ):
-            raise ValueError(f"{where}: weight {weight!r} must be a positive number")
+            raise ValueError(f"item {position}: weight {weight!r} must be a positive number")
         entries.append(ManifestEntry(os.fspath(item["path"]), weight))
     if len({entry.weight is None for entry in entries}) > 1:
-        raise ValueError(f"--data.{field}: give a weight to every manifest or to none")
+        raise ValueError("give a weight to every manifest or to none")
     return entries
 
 
@@ -133,9 +133,12 @@ def open_split(
     Raises:
         ManifestError: a manifest is missing or (``skip_invalid=False``) has a bad line,
             naming ``file:line``; or the split has no usable utterance at all.
-        ValueError: ``value`` is malformed (``parse_manifests``).
+        ValueError: ``value`` is malformed (``parse_manifests``), after ``--data.FIELD``.
     """
-    entries = parse_manifests(value, field)
+    try:
+        entries = parse_manifests(value)
+    except ValueError as error:
+        raise ValueError(f"--data.{field} {value!r}: {error}") from None
     lhotse = [is_lhotse_manifest(entry.path) for entry in entries]
     single = len(entries) == 1 and not lhotse[0] and entries[0].weight is None
     if single and _read_headers(entries[0].path, read_headers):

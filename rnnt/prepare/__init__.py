@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rnnt.arguments import refuse_existing
 from rnnt.constants import (
     PREPARE_DEV_FRACTION,
     PREPARE_JOBS,
@@ -97,13 +98,7 @@ def prepare_corpus(
     out_path = Path(out)
     if not overwrite:
         names = [f"{split.name}.jsonl" for split in splits] + [PREPARE_SUMMARY_FILE]
-        existing = [str(out_path / name) for name in names if (out_path / name).exists()]
-        if existing:
-            more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-            raise ValueError(
-                f"--out: {existing[0]}{more} already there; pass --overwrite to replace "
-                f"{'them' if more else 'it'}, or choose another place"
-            )
+        refuse_existing([out_path / name for name in names], "--out")
     out_path.mkdir(parents=True, exist_ok=True)
     reports = []
     for split in splits:
