@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rnnt.constants import MAX_SEED
+from rnnt.constants import ATTENTION_CONTEXT_STYLES, MAX_SEED
 
 Rule = Callable[[Any], str | None]
 
@@ -162,6 +162,33 @@ def _scheduler(value: Any) -> str | None:
     return one_of(SCHEDULERS)(value)
 
 
+def _contexts(value: Any) -> str | None:
+    from rnnt.models.contexts import as_contexts
+
+    try:
+        as_contexts(value)
+    except ValueError as error:
+        if "twice" in str(error):
+            return "lists a context twice"
+        return "must be [left, right] or a list of [left, right] pairs (frames, -1 = unlimited)"
+    return None
+
+
+def _probabilities(values: Mapping[str, Any]) -> str | None:
+    # Cross-check: one probability per listed context, summing to 1 (rnnt.models.contexts).
+    from rnnt.models.contexts import ContextSampler, as_contexts
+
+    try:
+        ContextSampler(
+            as_contexts(values["attention_context_size"]),
+            values["attention_context_probabilities"],
+        )
+    except ValueError:
+        contexts = len(as_contexts(values["attention_context_size"]))
+        return f"must be {contexts} numbers >= 0 (one per context) that sum to 1"
+    return None
+
+
 DATA_RULES: dict[str, Rule] = {
     "train_manifest": manifests,
     "val_manifest": not_a_folder,
@@ -209,7 +236,8 @@ OVERRIDE_RULES: dict[str, Rule] = {
         )
     },
     "loss_chunk_bytes": optional(at_least(1)),
-    "attention_context_size": pair(at_least(-1), what="[left, right] frames, -1 = unlimited"),
+    "attention_context_size": _contexts,
+    "attention_context_style": one_of(ATTENTION_CONTEXT_STYLES),
     "dropout": between(0, 1),
     "ctc_weight": at_least(0),
 }
@@ -227,7 +255,9 @@ def _overrides(value: Any) -> str | None:
 # (The model's tokenizer_path is --data.tokenizer_path, linked: checked, and named, as data's.)
 MODEL_RULES: dict[str, Rule] = {
     "preset": _preset,
-    "attention_context_size": pair(at_least(-1), what="[left, right] frames, -1 = unlimited"),
+    "attention_context_size": _contexts,
+    "attention_context_style": one_of(ATTENTION_CONTEXT_STYLES),
+    "attention_context_probabilities": optional(each(between(0, 1))),
     "model_overrides": _overrides,
     "learning_rate": above(0),
     "weight_decay": at_least(0),
@@ -271,6 +301,11 @@ def check_arguments(prefix: str, rules: Mapping[str, Rule], values: Mapping[str,
             wrong = "has the wrong type"
         if wrong:
             raise ValueError(f"--{prefix}.{name} {_shown(value)} {wrong}")
+    if values.get("attention_context_probabilities") is not None:
+        wrong = _probabilities(values)
+        if wrong:
+            probabilities = _shown(values["attention_context_probabilities"])
+            raise ValueError(f"--{prefix}.attention_context_probabilities {probabilities} {wrong}")
     low, high = values.get("min_duration"), values.get("max_duration")
     if _number(low) and _number(high) and high <= low:
         raise ValueError(

@@ -58,6 +58,11 @@ def _transcribe(options: argparse.Namespace) -> None:
         raise SystemExit("rnnt transcribe: give audio files or --manifest IN.jsonl, not both")
     if options.beam < 1:
         raise SystemExit(f"rnnt transcribe: --beam {options.beam} must be >= 1 (1 = greedy)")
+    if options.streaming and options.attention_context:
+        raise SystemExit(
+            "rnnt transcribe: --streaming picks the attention context that matches --chunk-ms; "
+            "--attention-context is for decoding whole files"
+        )
     if options.streaming and (options.manifest or options.beam != 1):
         raise SystemExit(
             "rnnt transcribe: --streaming decodes audio files greedily, chunk by chunk; "
@@ -71,6 +76,8 @@ def _transcribe(options: argparse.Namespace) -> None:
         check_output(options.manifest, options.output, options.overwrite)
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_checkpoint(options.checkpoint, device, weights=options.weights)
+    if options.attention_context:
+        model.encoder.use_context(options.attention_context)
     if options.streaming:
         _transcribe_streaming(model, tokenizer, options)
         return
@@ -117,9 +124,10 @@ def _transcribe_files(model, tokenizer, options: argparse.Namespace) -> None:
 
 
 def _transcribe_streaming(model, tokenizer, options: argparse.Namespace) -> None:
-    from rnnt.streaming import streaming_transcribe
+    from rnnt.streaming import chunk_context, streaming_transcribe
     from rnnt.transcribe import LOAD_ERRORS, AudioItem, load_audio
 
+    chunk_context(model, options.chunk_ms)  # a chunk this model cannot stream: one error first
     failed = 0
     for path in options.audio:
         try:
@@ -240,14 +248,23 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument(
         "--streaming",
         action="store_true",
-        help="decode chunk by chunk with encoder caches (a model trained with "
-        "attention_context_size [left, 0] and causal_conv) and print the latency measured",
+        help="decode chunk by chunk with encoder caches (a model trained with causal_conv and "
+        "an attention context [left, 0] or chunked ones; of several, the one that matches "
+        "--chunk-ms) and print the latency measured",
     )
     transcribe.add_argument(
         "--chunk-ms",
         type=check.positive_int,
         default=C.STREAMING_CHUNK_MS,
         help="streaming chunk, ms",
+    )
+    transcribe.add_argument(
+        "--attention-context",
+        nargs=2,
+        type=int,
+        metavar=("LEFT", "RIGHT"),
+        help="decode whole files at this one of the model's attention contexts, e.g. -1 -1 "
+        "(full) for a model trained at several (default: the first listed)",
     )
     transcribe.add_argument(
         "--strict",

@@ -20,6 +20,8 @@ BATCH_SIZE = 64  # most utterances in one batch (a cap next to MAX_BATCH_DURATIO
 NUM_WORKERS = 2  # data-loader worker processes
 MAX_EPOCHS = 30
 ATTENTION_CONTEXT_SIZE = [-1, -1]  # [left, right] encoder frames after subsampling; -1 = unlimited
+ATTENTION_CONTEXT_STYLES = ("sliding", "chunked")  # how to read [left, right]: models/contexts.py
+ATTENTION_CONTEXT_STYLE = "sliding"
 VOCAB_SIZE = 256  # SentencePiece pieces, blank not counted
 LOG_DIR = "runs"  # TensorBoard logs and checkpoints
 RUN_NAME = "rnnt"  # a run lives in LOG_DIR/RUN_NAME: checkpoints/ and TensorBoard events
@@ -385,11 +387,9 @@ AVERAGE_TRAINING_ONLY_FIELDS = ("dropout", "spec_augment", "loss_chunk_bytes", "
 AVERAGE_COUNTER_NAMES = ("batches_seen", "num_batches_tracked")
 
 # --- EMA of the weights (issue 15, task E: rnnt/ema.py, --model.ema_decay) ---------------------
-# The shadow weights follow the trained ones with decay min(EMA_DECAY, (1 + n) / (10 + n)) after
-# n updates (one per optimizer step). The warm-up term is 1 - 9 / (10 + n): the average spans
-# roughly the last n / 9 steps, e.g. 110-140 steps at the end of the demo's 1000-1250-step run,
-# and reaches EMA_DECAY's horizon of 1 / (1 - EMA_DECAY) = 1000 steps after about 9000 steps of a
-# long run. 0 or None: no EMA (checkpoints hold the trained weights only).
+# Decay min(EMA_DECAY, (1 + n) / (10 + n)) after n optimizer steps: the average spans about the
+# last n / 9 steps (110-140 at the end of the demo) until it reaches EMA_DECAY's 1000-step horizon
+# after about 9000 steps. 0 or None: no EMA (checkpoints hold the trained weights only).
 EMA_DECAY = 0.999
 EMA_WARMUP_OFFSET = 10  # the 10 of (1 + n) / (10 + n): larger follows the weights longer
 EMA_WEIGHTS = "ema"  # a checkpoint's `weights` when its state_dict holds the EMA weights

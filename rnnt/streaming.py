@@ -5,10 +5,10 @@ A :class:`StreamingSession` buffers the audio it is given and, each time a chunk
 computes that chunk's log-mel frames, runs the encoder on them with its caches
 (:class:`rnnt.models.streaming_encoder.StreamingEncoder`) and continues greedy decoding from
 where the previous chunk stopped. The encoder frames equal those of the full forward
-(``Transducer.encode``) of the whole utterance, so the final ids equal
-:func:`rnnt.decoding.greedy_search`'s on them. This needs a model that sees no future frames
-(attention context ``[left, 0]``, causal convolutions); others are refused with a
-``ValueError`` saying how to train one.
+(``Transducer.encode``) of the whole utterance at the context streamed at, so the final ids
+equal :func:`rnnt.decoding.greedy_search`'s on them. This needs a model that sees no future
+frames past the chunk (causal convolutions; an attention context ``[left, 0]`` or a chunked
+one); others are refused with a ``ValueError`` saying how to train one.
 
 Shapes: S samples (16 kHz), T_c feature frames of a chunk, n encoder frames of a chunk,
 D encoder dimension, H prediction dimension, J joiner dimension.
@@ -26,7 +26,7 @@ import torch
 
 from rnnt.constants import MAX_SYMBOLS_PER_FRAME, STREAMING_CHUNK_MS, STREAMING_FEED_MS
 from rnnt.models.features import LogMelStream
-from rnnt.models.streaming_encoder import StreamingEncoder
+from rnnt.models.streaming_encoder import StreamingEncoder, streaming_context
 
 if TYPE_CHECKING:
     from rnnt.data.tokenizer import Tokenizer
@@ -50,6 +50,16 @@ def chunk_feature_frames(model: Transducer, chunk_ms: int) -> int:
             f"frame: {factor} feature frames of {frame_ms:g} ms), e.g. {8 * block_ms:g}."
         )
     return int(frames)
+
+
+def chunk_context(model: Transducer, chunk_ms: int) -> list[int]:
+    """The attention context ``model`` streams ``chunk_ms`` chunks at (``streaming_context``).
+
+    Raises ``ValueError`` for a chunk that is not whole encoder frames, a model that cannot
+    stream, or a chunk none of its contexts fits (naming those that do).
+    """
+    frames = chunk_feature_frames(model, chunk_ms) // model.encoder.subsampling_factor
+    return streaming_context(model.encoder, frames, frame_ms=chunk_ms / frames)
 
 
 class _GreedyStream:
@@ -94,16 +104,20 @@ class StreamingSession:
     """Recognise one utterance as its audio arrives.
 
     Args:
-        model: a :class:`Transducer` trained with attention context ``[left, 0]`` and causal
-            convolutions (else ``ValueError``); it is put in eval mode.
+        model: a :class:`Transducer` with causal convolutions and an attention context
+            ``[left, 0]`` or chunked ones (else ``ValueError``); it is put in eval mode.
         chunk_ms: audio per encoder chunk, a multiple of one encoder frame (40 ms for 10 ms
-            frames and 4x subsampling; else ``ValueError``).
+            frames and 4x subsampling; else ``ValueError``). Of a model trained at several
+            contexts, the session streams at the one whose chunk is ``chunk_ms``, else the
+            largest whose chunk divides it (``streaming_context``): its output equals the
+            full forward at that context (``Transducer.encode(..., attention_context=)``).
         max_symbols_per_frame: most tokens emitted at one encoder frame (as in greedy search).
 
     Attributes:
         tokens: the token ids decoded so far (blank removed).
         chunk_seconds: compute time of each chunk run so far (features, encoder, decoding),
             seconds; the last entry is :meth:`finish`'s partial chunk if it had frames.
+        context: the model's attention context the session streams at.
         lookahead_ms: audio past a chunk's end needed before it can run (the feature
             window's reach: 7.5 ms), so a chunk's first sample waits
             ``chunk_ms + lookahead_ms`` (the algorithmic latency).
@@ -116,9 +130,11 @@ class StreamingSession:
         max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
     ) -> None:
         self.model = model.eval()
-        self.encoder = StreamingEncoder(model.encoder)
         self.chunk_ms = chunk_ms
         self.chunk_frames = chunk_feature_frames(model, chunk_ms)
+        context = chunk_context(model, chunk_ms)
+        self.encoder = StreamingEncoder(model.encoder, context)
+        self.context = context
         self.features = LogMelStream(model.frontend)
         self.lookahead_ms = 1000 * self.features.lookahead_samples / model.frontend.sample_rate
         device = model.joiner.output.weight.device
@@ -176,7 +192,7 @@ def streaming_transcribe(
     as a microphone would, as fast as the session takes them.
 
     Returns:
-        The text and a dict: ``chunk_ms``; ``chunks`` run; ``audio_s`` seconds;
+        The text and a dict: ``chunk_ms``; ``attention_context`` streamed at; ``chunks`` run; ``audio_s`` seconds;
         ``compute_ms_mean`` and ``compute_ms_p95`` per chunk; ``real_time_factor`` (compute
         time / audio time); ``algorithmic_latency_ms`` (chunk plus feature-window look-ahead:
         how long a chunk's first sample waits for the chunk to be complete).
@@ -191,6 +207,7 @@ def streaming_transcribe(
     audio_s = audio.numel() / sample_rate
     stats = {
         "chunk_ms": chunk_ms,
+        "attention_context": session.context,
         "chunks": len(session.chunk_seconds),
         "audio_s": round(audio_s, 3),
         "compute_ms_mean": 1000 * float(seconds.mean()),

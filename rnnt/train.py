@@ -37,6 +37,7 @@ from rnnt.checkpoint import (
 from rnnt.constants import (
     ADAM_BETAS,
     ATTENTION_CONTEXT_SIZE,
+    ATTENTION_CONTEXT_STYLE,
     CAUSAL_CONV,
     COMPILE,
     COMPILE_BACKEND,
@@ -54,9 +55,10 @@ from rnnt.constants import (
     WEIGHT_DECAY,
 )
 from rnnt.data.tokenizer import Tokenizer
-from rnnt.decoding import greedy_search
 from rnnt.ema import ExponentialMovingAverage, use_raw_weights
+from rnnt.evaluation import context_metrics, evaluate_batch
 from rnnt.metrics import UtteranceMean
+from rnnt.models.contexts import ContextSampler
 from rnnt.models.transducer import Transducer, config_from_preset
 from rnnt.optim import (
     NonFiniteGuard,
@@ -81,7 +83,13 @@ class TransducerModule(pl.LightningModule):
         preset: model size, one of ``tiny``, ``small``, ``medium``, ``large``.
         attention_context_size: ``[left, right]`` encoder frames each frame attends to after
             subsampling; ``-1`` is unlimited. ``[k, 0]`` with ``causal_conv`` gives a
-            streaming model.
+            streaming model. A list of pairs trains one model for several contexts (the
+            first is its default): each batch draws one (``rnnt.models.contexts``).
+        attention_context_style: ``sliding`` (each frame sees ``right`` frames ahead) or
+            ``chunked`` (frames in chunks of ``right + 1`` see their chunk: streams at that
+            chunk).
+        attention_context_probabilities: the chance each listed context has per batch (sum
+            1); None: equal.
         causal_conv: convolutions see no future frames (for streaming).
         model_overrides: any other field of ``TransducerConfig``, e.g. ``{"num_layers": 8}``.
         learning_rate: peak learning rate of AdamW.
@@ -108,7 +116,9 @@ class TransducerModule(pl.LightningModule):
         self,
         tokenizer_path: str = TOKENIZER_MODEL_PATH,
         preset: str = MODEL_PRESET,
-        attention_context_size: list[int] = ATTENTION_CONTEXT_SIZE,
+        attention_context_size: list[int] | list[list[int]] = ATTENTION_CONTEXT_SIZE,
+        attention_context_style: str = ATTENTION_CONTEXT_STYLE,
+        attention_context_probabilities: list[float] | None = None,
         causal_conv: bool = CAUSAL_CONV,
         model_overrides: dict[str, Any] | None = None,
         learning_rate: float = LEARNING_RATE,
@@ -132,6 +142,7 @@ class TransducerModule(pl.LightningModule):
             preset,
             self.tokenizer.num_classes,
             attention_context_size=list(attention_context_size),
+            attention_context_style=attention_context_style,
             causal_conv=causal_conv,
             **(model_overrides or {}),
         )
@@ -144,6 +155,9 @@ class TransducerModule(pl.LightningModule):
         self.test_loss = UtteranceMean()
         self.val_wer = WordErrorRate()
         self.test_wer = WordErrorRate()
+        contexts = self.model.encoder.attention_contexts
+        self.context_wers = context_metrics(contexts, ("val", "test"))
+        self._contexts = ContextSampler(contexts, attention_context_probabilities)
         self._guard = NonFiniteGuard(max_nonfinite_steps)
         self._text_examples: list[tuple[str, str]] = []
         self._ema = ExponentialMovingAverage(ema_decay) if ema_decay else None
@@ -161,8 +175,11 @@ class TransducerModule(pl.LightningModule):
             self.model.encoder.compile(backend=COMPILE_BACKEND, dynamic=True)
 
     # --- steps --------------------------------------------------------------------------
-    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Mean transducer loss of a batch (float32 scalar).
+    def forward(
+        self, batch: dict[str, Any], attention_context: list[int] | None = None
+    ) -> torch.Tensor:
+        """Mean transducer loss of a batch (float32 scalar), at ``attention_context`` (None:
+        the model's default).
 
         The targets are not checked again (``TransducerDataset`` did), and the lengths the
         model needs on the host come from the batch's host lists: no device value is read.
@@ -175,6 +192,7 @@ class TransducerModule(pl.LightningModule):
             host_audio_lengths=batch.get("host_audio_lengths"),
             host_target_lengths=batch.get("host_target_lengths"),
             validate=False,
+            attention_context=attention_context,
         )
 
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
@@ -183,7 +201,8 @@ class TransducerModule(pl.LightningModule):
         # Under DDP a batch that failed to load is stood in for (rnnt.data.dataset): this rank
         # must still run the step, since gradients are exchanged, but must not learn from it.
         stand_in = not _counts_any(batch)
-        loss = self._zero_loss() if stand_in else self(batch)
+        context = self._contexts.draw(self.global_step, batch_idx)  # the same on every rank
+        loss = self._zero_loss() if stand_in else self(batch, context)
         # A NaN or infinite loss on any rank: every rank skips this update, decided on the
         # device (on_before_optimizer_step); backward still runs, so DDP's exchange pairs up.
         self._guard.update(loss, self.global_step)
@@ -251,41 +270,12 @@ class TransducerModule(pl.LightningModule):
     ) -> None:
         if batch is None:
             return
-        # One encoder pass serves both the loss and the greedy transcripts.
-        encoder_out, encoder_lengths = self.model.encode(batch["audio"], batch["audio_lengths"])
-        # Only counted utterances are scored: under DDP the sampler pads the last round with
-        # copies, and a batch that failed to load is stood in for (rnnt.data.dataset).
-        counted = batch.get("counted")
-        if counted is None:
-            counted = torch.ones(len(batch["texts"]), dtype=torch.bool)
-        counted = counted.to(encoder_out.device)
-        keep = counted.nonzero().flatten().tolist()
-        loss = torch.zeros((), device=encoder_out.device)
-        if keep:
-            loss = self.model.loss(
-                encoder_out[counted],
-                encoder_lengths[counted],
-                batch["targets"][counted],
-                batch["target_lengths"][counted],
-            )
-        mean_loss.update(loss, len(keep))
-        hypotheses = self._decode(encoder_out, encoder_lengths)
-        wer.update([hypotheses[i] for i in keep], [batch["texts"][i] for i in keep])
-        # Every rank logs at every step, so that every rank joins the epoch-end reduction.
-        batch_size = len(batch["texts"])
-        self.log(f"{split}_loss", mean_loss, prog_bar=True, on_epoch=True, batch_size=batch_size)
-        self.log(f"{split}_wer", wer, prog_bar=True, on_epoch=True, batch_size=batch_size)
-        if split == "val" and batch_idx == 0:
-            self._text_examples = list(zip(batch["texts"], hypotheses, strict=True))[
-                : self.hparams.log_text_examples
-            ]
-
-    def _decode(self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> list[str]:
-        # Greedy transcripts of encoder frames (B, T', D).
-        token_ids = greedy_search(
-            self.model, encoder_out, encoder_lengths, self.hparams.max_symbols_per_frame
+        max_symbols = self.hparams.max_symbols_per_frame
+        examples = evaluate_batch(
+            self, batch, split, mean_loss, wer, self.context_wers, max_symbols
         )
-        return [self.tokenizer.decode(ids) for ids in token_ids]
+        if split == "val" and batch_idx == 0:
+            self._text_examples = examples[: self.hparams.log_text_examples]
 
     def on_validation_epoch_end(self) -> None:
         if not self._text_examples or self.trainer.sanity_checking:

@@ -56,8 +56,12 @@ DATA_ROWS = [
 ]
 MODEL_ROWS = [
     ("preset", "huge", "must be one of large, medium, small, tiny"),
-    ("attention_context_size", [1], "must be two numbers, [left, right] frames"),
-    ("attention_context_size", [-2, 0], "has -2, which must be >= -1"),
+    ("attention_context_size", [1], "must be [left, right] or a list of [left, right] pairs"),
+    ("attention_context_size", [-2, 0], "must be [left, right] or a list"),
+    ("attention_context_size", [[8, 3], [8, 1, 2]], "must be [left, right] or a list"),
+    ("attention_context_size", [[8, 3], [8, 3]], "lists a context twice"),
+    ("attention_context_style", "rolling", "must be one of chunked, sliding"),
+    ("attention_context_probabilities", [1.5], "has 1.5, which must be in [0, 1]"),
     ("model_overrides", {"d_model": -1}, "has d_model -1, which must be >= 1"),
     ("model_overrides", {"dropout": 1.5}, "has dropout 1.5, which must be in [0, 1]"),
     ("learning_rate", -1.0, "must be > 0"),
@@ -75,6 +79,24 @@ MODEL_ROWS = [
     ("ema_decay", 1.0, "must be in [0, 1)"),
     ("ema_decay", -0.5, "must be in [0, 1)"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("contexts", "probabilities"),
+    [([[8, 3], [8, 7]], [1.0]), ([[8, 3], [8, 7]], [0.5, 0.4]), ([8, 0], [0.5, 0.5])],
+)
+def test_context_probabilities_must_match_the_contexts(contexts, probabilities):
+    with pytest.raises(ValueError) as error:
+        TransducerModule(
+            attention_context_size=contexts, attention_context_probabilities=probabilities
+        )
+    count = len(contexts) if isinstance(contexts[0], list) else 1
+    assert str(error.value) == (
+        f"--model.attention_context_probabilities {probabilities} must be {count} numbers >= 0 "
+        "(one per context) that sum to 1"
+    )
+
+
 # Arguments whose wrong values are refused elsewhere, and where it is tested.
 REFUSED_ELSEWHERE = {
     ("data", "skip_invalid"): "a bool: jsonargparse refuses others (test_cli_args)",

@@ -167,6 +167,35 @@ def test_transcribe_beam_and_streaming_flags_reach_the_decoders(tiny_corpus, tmp
     assert all(line.split("\t")[1] for line in greedy)  # the comparison is not of empty texts
 
 
+def test_streaming_picks_the_chunks_context_and_whole_files_take_any_listed_one(
+    tiny_corpus, tmp_path, capsys
+):
+    contexts = {"attention_context_size": [[4, 1], [4, 3], [-1, -1]], "causal_conv": True}
+    checkpoint = _random_checkpoint(
+        tiny_corpus, tmp_path / "m.ckpt", **contexts, attention_context_style="chunked"
+    )
+    audio = _first_audio(tiny_corpus, 2)
+    transcribe = ["transcribe", "--checkpoint", str(checkpoint)]
+    whole = {}
+    for context in ("4 1", "4 3", "-1 -1"):
+        main([*transcribe, "--attention-context", *context.split(), *audio])
+        whole[context] = capsys.readouterr().out.splitlines()
+    main([*transcribe, *audio])
+    assert capsys.readouterr().out.splitlines() == whole["4 1"]  # the first listed: the default
+    main([*transcribe, "--streaming", "--chunk-ms", "160", *audio])
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == whole["4 3"]  # 160 ms = 4 frames: [4, 3]
+    assert captured.err.count("attention_context [4, 3]") == len(audio)
+    assert len(set(map(tuple, whole.values()))) > 1  # the contexts do differ
+    with pytest.raises(SystemExit) as exit_info:
+        main([*transcribe, "--attention-context", "8", "3", *audio])
+    assert exit_info.value.code == 2
+    assert "[8, 3] is not one this model was trained at" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main([*transcribe, "--streaming", "--attention-context", "4", "3", *audio])
+    assert "--streaming picks the attention context" in str(exit_info.value.code)
+
+
 def test_streaming_a_model_that_sees_the_future_is_a_one_line_error(tiny_corpus, tmp_path, capsys):
     checkpoint = _random_checkpoint(tiny_corpus, tmp_path / "full.ckpt")
     audio = _first_audio(tiny_corpus, 1)

@@ -81,6 +81,11 @@ ROWS = [
     ("transcribe", ["--checkpoint", FILE, "--strict=1", FILE], "--strict"),
     ("transcribe", ["--checkpoint", FILE, "--overwrite=1", FILE], "--overwrite"),
     ("transcribe", ["--checkpoint", FILE, "--weights", "mean", FILE], "--weights"),
+    (
+        "transcribe",
+        ["--checkpoint", FILE, "--attention-context", "x", "0", FILE],
+        "--attention-context",
+    ),
     ("export", ["--checkpoint", MISSING, "--out", NEW], "--checkpoint"),
     ("export", ["--checkpoint", FILE, "--out", FILE], "--out"),
     ("export", ["--checkpoint", FILE, "--out", EXPORTED], "--out"),  # exists: not replaced
@@ -139,6 +144,11 @@ LIGHTNING_ROWS = [
     ("fit", [*TOKENIZER, "--model.preset", "huge"], "--model.preset huge must be one of"),
     ("fit", [*TOKENIZER, "--model.learning_rate", "-1"], "--model.learning_rate -1.0 must be"),
     ("fit", [*TOKENIZER, "--model.attention_context_size", "[1]"], "attention_context_size [1]"),
+    (
+        "fit",
+        [*TOKENIZER, "--model.attention_context_size", "[[8, 3], [8, 3]]"],
+        "--model.attention_context_size [[8, 3], [8, 3]] lists a context twice",
+    ),
     ("fit", ["--data.tokenizer_path", MISSING], "--data.tokenizer_path"),
     ("fit", [*TOKENIZER, "--trainer.max_epochs", "x"], "--trainer.max_epochs x: expected int"),
     ("fit", [*TOKENIZER, "--checkpoint.every_n_train_steps", "-1"], "every_n_train_steps=-1"),

@@ -146,7 +146,7 @@ def test_additive_masks_give_what_the_bool_mask_gave(context, monkeypatch):
     results = []
     for mask_function in (
         attention_mask,
-        lambda lengths, frames, context, dtype: _bool_mask(lengths, frames, context),
+        lambda lengths, frames, context, *_: _bool_mask(lengths, frames, context),
     ):
         monkeypatch.setattr(encoder_module, "attention_mask", mask_function)
         encoder.zero_grad()

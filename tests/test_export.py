@@ -116,10 +116,17 @@ def test_onnx_encoder_matches_pytorch_for_any_batch_and_length(exported, modules
         )
 
 
-def test_export_of_a_streaming_configuration_matches_pytorch(tiny_corpus, tmp_path):
-    """Limited attention context, causal convolutions, 8x subsampling, a 2-layer LSTM."""
+@pytest.mark.parametrize(
+    ("contexts", "style"), [([8, 2], "sliding"), ([[4, 3], [4, 1], [-1, -1]], "chunked")]
+)
+def test_export_of_a_streaming_configuration_matches_pytorch(
+    contexts, style, tiny_corpus, tmp_path
+):
+    """Limited attention context (sliding, or chunked contexts: the export is at the first),
+    causal convolutions, 8x subsampling, a 2-layer LSTM."""
     tokenizer = Tokenizer.load(tiny_corpus / "tokenizer.model")
-    overrides = {**TINY_MODEL, "attention_context_size": [8, 2], "causal_conv": True}
+    overrides = {**TINY_MODEL, "attention_context_size": contexts, "causal_conv": True}
+    overrides["attention_context_style"] = style
     config = config_from_preset(
         "tiny", tokenizer.num_classes, **overrides, subsampling_factor=8, pred_num_layers=2
     )

@@ -39,6 +39,7 @@ FLOORS = (
     ),
     (
         "rnnt.train",
+        "rnnt.evaluation",
         "rnnt.ema",
         "rnnt.metrics",
         "rnnt.callbacks",

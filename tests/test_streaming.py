@@ -127,6 +127,52 @@ def test_streamed_encoder_equals_full_forward(left, factor, chunk):
     torch.testing.assert_close(streamed, full, atol=1e-4, rtol=1e-4)
 
 
+def _chunked_encoder(contexts: list[list[int]], factor: int = 4) -> ConformerEncoder:
+    torch.manual_seed(0)
+    return ConformerEncoder(
+        n_mels=N_MELS,
+        d_model=32,
+        num_layers=2,
+        num_heads=2,
+        ff_mult=2,
+        conv_kernel_size=7,
+        subsampling_factor=factor,
+        subsampling_channels=8,
+        attention_context_size=contexts,
+        attention_context_style="chunked",
+        causal_conv=True,
+    ).eval()
+
+
+CHUNKED_CONTEXTS = [[4, 1], [6, 3], [-1, 7], [3, 0], [0, 2]]
+
+
+@pytest.mark.parametrize("context", CHUNKED_CONTEXTS)
+@pytest.mark.parametrize("chunks_per_call", [1, 2])
+def test_streamed_encoder_equals_full_forward_at_each_chunked_context(context, chunks_per_call):
+    # One encoder trained for several contexts streams at each, with the output of its full
+    # forward masked at that context; the contexts do give different outputs.
+    encoder = _chunked_encoder(CHUNKED_CONTEXTS)
+    features = torch.randn(1, 97, N_MELS, generator=torch.Generator().manual_seed(1))
+    streaming = StreamingEncoder(encoder, context)
+    step = 4 * streaming.chunk * chunks_per_call
+    assert streaming.chunk == context[1] + 1
+    with torch.inference_mode():
+        full, lengths = encoder(features, torch.tensor([97]), context)
+        cache = streaming.initial_cache(1, "cpu")
+        outputs = []
+        for start in range(0, 97, step):
+            encoder_out, cache = streaming(features[:, start : start + step], cache)
+            outputs.append(encoder_out)
+        others = [encoder(features, lengths, c)[0] for c in CHUNKED_CONTEXTS if c != context]
+    streamed = torch.cat(outputs, dim=1)
+    assert streamed.shape == full.shape and cache.encoder_frames == int(lengths)
+    torch.testing.assert_close(streamed, full, atol=1e-4, rtol=1e-4)
+    assert all((other - full).abs().max() > 1e-2 for other in others)
+    if context[0] >= 0:  # the cache keeps the left context before the next chunk, no more
+        assert all(keys.size(2) <= context[0] for keys in cache.keys)
+
+
 def test_attention_cache_holds_at_most_the_left_context():
     streaming = StreamingEncoder(_encoder(left=5))
     cache = streaming.initial_cache(1, "cpu")
@@ -171,6 +217,48 @@ def test_session_encoder_frames_and_ids_equal_full_model(left, chunk_ms):
     # Whole chunks in accept(), then the end's partial chunk in finish().
     assert all(frames.size(0) == chunk_ms // 40 for frames in chunks[:-1])
     assert len(session.chunk_seconds) == len(chunks)
+
+
+MULTI_CONTEXTS = [[8, 1], [8, 3], [8, 7], [-1, -1]]
+
+
+@pytest.mark.parametrize(
+    ("chunk_ms", "context"),
+    [(80, [8, 1]), (160, [8, 3]), (320, [8, 7]), (480, [8, 3]), (640, [8, 7])],
+)
+def test_session_streams_at_the_context_of_its_chunk_equal_to_the_masked_model(chunk_ms, context):
+    # 80/160/320 ms are the chunks of the listed contexts (40 ms encoder frames); 480 ms is
+    # three 160 ms chunks, 640 ms two of 320 ms: the largest listed chunk that divides it.
+    model = _model(attention_context_size=MULTI_CONTEXTS, attention_context_style="chunked")
+    audio = _audio()
+    with torch.inference_mode():
+        encoder_out, lengths = model.encode(
+            audio[None], torch.tensor([audio.numel()]), attention_context=context
+        )
+        expected = greedy_search(model, encoder_out, lengths)[0]
+        full, _ = model.encode(
+            audio[None], torch.tensor([audio.numel()]), attention_context=[-1, -1]
+        )
+    session = StreamingSession(model, chunk_ms=chunk_ms)
+    assert session.context == context
+    chunks: list[torch.Tensor] = []
+    decode = session.greedy.decode
+    session.greedy.decode = lambda frames: chunks.append(frames) or decode(frames)
+    assert _stream(session, audio, seed=chunk_ms)[-1] == expected
+    torch.testing.assert_close(torch.cat(chunks), encoder_out[0], atol=1e-4, rtol=1e-4)
+    assert (full - encoder_out).abs().max() > 1e-2  # the context matters
+    _, stats = streaming_transcribe(model, _Tokenizer(), audio, chunk_ms=chunk_ms)
+    assert stats["attention_context"] == context
+
+
+def test_a_chunk_that_no_listed_context_fits_is_refused_naming_those_that_do():
+    model = _model(attention_context_size=[[8, 3], [8, 7]], attention_context_style="chunked")
+    with pytest.raises(ValueError) as error:
+        StreamingSession(model, chunk_ms=120)
+    assert str(error.value) == (
+        "a chunk of 120 ms does not fit this model's streaming contexts [[8, 3], [8, 7]] "
+        "(chunked): it must be a multiple of one of 160, 320 ms."
+    )
 
 
 def test_max_symbols_per_frame_is_the_greedy_search_rule():

@@ -20,12 +20,15 @@ padding never reaches valid frames:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from rnnt.constants import (
     ATTENTION_CONTEXT_SIZE,
+    ATTENTION_CONTEXT_STYLE,
     CAUSAL_CONV,
     CONV_KERNEL_SIZE,
     DROPOUT,
@@ -33,6 +36,7 @@ from rnnt.constants import (
     SUBSAMPLING_CHANNELS,
     SUBSAMPLING_FACTOR,
 )
+from rnnt.models.contexts import as_contexts, check_style
 from rnnt.models.masks import attention_dtype, attention_mask, padding_mask
 
 SUBSAMPLING_FACTORS = (4, 8)
@@ -283,7 +287,10 @@ class ConformerEncoder(nn.Module):
         subsampling_factor: 4 or 8.
         subsampling_channels: channels of the subsampling convolutions.
         attention_context_size: ``[left, right]`` encoder frames each frame attends to; -1 =
-            unlimited on that side. ``[k, 0]`` with ``causal_conv`` gives a streaming encoder.
+            unlimited on that side; or a list of such contexts, the first the default
+            (:mod:`rnnt.models.contexts`). ``[k, 0]`` with ``causal_conv`` gives a streaming
+            encoder, as does any chunked context.
+        attention_context_style: ``sliding`` or ``chunked``: how ``[left, right]`` reads.
         causal_conv: depthwise convolutions see no future frames.
         dropout: dropout probability everywhere.
     """
@@ -298,18 +305,18 @@ class ConformerEncoder(nn.Module):
         conv_kernel_size: int = CONV_KERNEL_SIZE,
         subsampling_factor: int = SUBSAMPLING_FACTOR,
         subsampling_channels: int = SUBSAMPLING_CHANNELS,
-        attention_context_size: tuple[int, int] | list[int] = tuple(ATTENTION_CONTEXT_SIZE),
+        attention_context_size: Sequence[int] | Sequence[Sequence[int]] = tuple(
+            ATTENTION_CONTEXT_SIZE
+        ),
         causal_conv: bool = CAUSAL_CONV,
         dropout: float = DROPOUT,
+        attention_context_style: str = ATTENTION_CONTEXT_STYLE,
     ) -> None:
         super().__init__()
-        context = [int(side) for side in attention_context_size]
-        if len(context) != 2 or any(side < -1 for side in context):
-            raise ValueError(
-                f"attention_context_size={list(attention_context_size)} must be [left, right] "
-                "with each side >= 0 frames, or -1 for unlimited."
-            )
-        self.attention_context_size = context
+        check_style(attention_context_style)
+        self.attention_contexts = as_contexts(attention_context_size)
+        self.attention_context_size = self.attention_contexts[0]  # the default
+        self.chunked = attention_context_style == "chunked"
         self.subsampling = ConvSubsampling(
             n_mels, d_model, subsampling_factor, subsampling_channels
         )
@@ -324,14 +331,31 @@ class ConformerEncoder(nn.Module):
     def subsampling_factor(self) -> int:
         return self.subsampling.factor
 
+    def use_context(self, context: Sequence[int]) -> None:
+        """Make ``context``, one of :attr:`attention_contexts`, the default of later calls
+        (e.g. the full context ``[-1, -1]`` of a multi-lookahead model, offline). Raises
+        ``ValueError`` naming the listed contexts for another."""
+        context = [int(side) for side in context]
+        if context not in self.attention_contexts:
+            listed = self.attention_contexts
+            raise ValueError(
+                f"attention context {context} is not one this model was trained at: {listed}."
+            )
+        self.attention_context_size = context
+
     def forward(
-        self, features: torch.Tensor, feature_lengths: torch.Tensor
+        self,
+        features: torch.Tensor,
+        feature_lengths: torch.Tensor,
+        context: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode a padded batch.
 
         Args:
             features: ``(B, T, F)`` log-mel frames, padded.
             feature_lengths: ``(B,)`` valid frames.
+            context: the attention context ``[left, right]`` to use (in the encoder's style);
+                None: the default, the first of ``attention_contexts``.
 
         Returns:
             ``encoder_out (B, T', D)`` (0 on padded frames) and ``encoder_lengths (B,)`` =
@@ -340,7 +364,8 @@ class ConformerEncoder(nn.Module):
         hidden, lengths = self.subsampling(features, feature_lengths.to(features.device))
         frames = hidden.size(1)
         valid = padding_mask(lengths, frames)
-        mask = attention_mask(lengths, frames, self.attention_context_size, attention_dtype(hidden))
+        context = self.attention_context_size if context is None else context
+        mask = attention_mask(lengths, frames, context, attention_dtype(hidden), self.chunked)
         hidden = self.dropout(hidden)
         for block in self.blocks:
             hidden = block(hidden, mask, valid)

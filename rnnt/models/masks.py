@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from rnnt.models.contexts import context_allows
+
 
 def padding_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
     """``(B, max_length)`` bool, True on the valid frames ``t < lengths[b]``."""
@@ -20,12 +22,15 @@ def attention_mask(
     max_length: int,
     context: tuple[int, int] | list[int],
     dtype: torch.dtype = torch.float32,
+    chunked: bool = False,
 ) -> torch.Tensor:
     """Additive attention mask in ``dtype``: 0 where query frame ``i`` may attend to key frame
     ``j``, ``-inf`` elsewhere.
 
-    ``j`` must be a valid frame and within ``context = [left, right]`` frames of ``i``
-    (``-1`` = unlimited on that side). No row is all ``-inf`` (softmax would give NaN):
+    ``j`` must be a valid frame and within ``context = [left, right]`` of ``i`` (``-1`` =
+    unlimited on that side), read in the sliding style or, with ``chunked``, the chunked one
+    (:func:`rnnt.models.contexts.context_allows`). No row is all ``-inf`` (softmax would give
+    NaN):
 
     - without a context limit (``[-1, -1]``) the mask is ``(B, 1, 1, T')``, keys only: the
       shape SDPA's memory-efficient kernel takes as it is (a ``(B, 1, T', T')`` mask costs
@@ -47,17 +52,14 @@ def attention_mask(
     if left < 0 and right < 0:
         allowed = (key_frames < lengths.clamp(min=1).unsqueeze(1))[:, None, None, :]
     else:
-        offset = key_frames.view(1, -1) - key_frames[:max_length].view(-1, 1)  # key - query
+        query_frames = key_frames[:max_length]
+        in_context = context_allows(query_frames, key_frames, context, chunked)
         # Written for ONNX export too: no in-place `&=` (no exporter for it), no torch.eye (no
         # boolean EyeLike in onnxruntime).
-        in_context = torch.ones(max_length, keys, dtype=torch.bool, device=device)
-        if left >= 0:
-            in_context = in_context & (offset >= -left)
-        if right >= 0:
-            in_context = in_context & (offset <= right)
+        itself = query_frames.view(-1, 1) == key_frames.view(1, -1)
         valid_keys = padding_mask(lengths, keys).unsqueeze(1)
         padded_queries = ~padding_mask(lengths, max_length).unsqueeze(2)
-        allowed = (in_context.unsqueeze(0) & valid_keys) | ((offset == 0) & padded_queries)
+        allowed = (in_context.unsqueeze(0) & valid_keys) | (itself & padded_queries)
         allowed = allowed.unsqueeze(1)
     mask = torch.full(allowed.shape, float("-inf"), dtype=dtype, device=device)
     return mask.masked_fill(allowed, 0.0)[..., :max_length]

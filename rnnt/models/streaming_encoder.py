@@ -3,17 +3,19 @@
 Shapes: B batch, T_c feature frames of a chunk, n encoder frames of a chunk, F mel bins,
 D model dimension, H heads, Dh head dimension, C subsampling channels.
 
-An encoder streams when no frame sees the future past its own subsampling block: attention
-context ``[left, 0]`` (``left >= 0`` or -1 = all the past) and causal depthwise
-convolutions. Then, fed ``factor * n`` feature frames at a time, it gives the same ``n``
-encoder frames as the full forward of the whole utterance, because every layer gets from the
-cache exactly the past it reads there:
+An encoder streams when no frame sees the future past its own chunk: causal depthwise
+convolutions and an attention context ``[left, 0]`` (``left >= 0`` or -1 = all the past), or
+a chunked context of ``C = right + 1`` frames (:mod:`rnnt.models.contexts`). Then, fed
+``factor * n`` feature frames at a time (``n`` a multiple of ``C``), it gives the same ``n``
+encoder frames as the full forward of the whole utterance at that context, because every
+layer gets from the cache exactly the past it reads there:
 
 - each striding convolution (3 frames, stride 2) reads one input frame before the block:
   the cache holds the last input frame of each stage (zeros at the start, like the padding);
-- each attention layer reads the keys and values of the last ``left`` frames (or all), cached
-  already rotated at their absolute positions; the chunk's mask is the full forward's
-  ``[left, 0]`` mask restricted to the chunk's rows;
+- each attention layer reads the keys and values of the last ``left`` frames before the
+  chunk (or all), cached already rotated at their absolute positions; the chunk's mask is the
+  full forward's mask restricted to the chunk's rows (one rule for both:
+  :func:`rnnt.models.contexts.context_allows`);
 - each causal depthwise convolution reads the ``kernel_size - 1`` GLU outputs before the
   chunk (zeros at the start, like its left padding).
 
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnnt.models.contexts import context_allows, streaming_chunk
 from rnnt.models.encoder import (
     ConformerBlock,
     ConformerEncoder,
@@ -37,22 +40,65 @@ from rnnt.models.encoder import (
 )
 
 STREAMING_TRAINING_HINT = (
-    "train a streaming model with --model.attention_context_size '[32, 0]' "
-    "--model.causal_conv true (configs/streaming.yaml)"
+    "train a streaming model with --model.attention_context_style chunked "
+    "--model.attention_context_size '[[64, 3], [64, 7], [64, 15]]' --model.causal_conv true "
+    "(configs/streaming.yaml)"
 )
 
 
-def check_streamable(encoder: ConformerEncoder) -> None:
-    """Raise ``ValueError`` unless ``encoder`` sees no future (context ``[left, 0]``, causal
-    convolutions); the message says what the model has and how to train one that streams."""
-    left, right = encoder.attention_context_size
+def streaming_context(
+    encoder: ConformerEncoder, chunk_frames: int | None = None, frame_ms: float | None = None
+) -> list[int]:
+    """The context of ``encoder`` to stream with, in chunks of ``chunk_frames`` encoder frames.
+
+    Among the encoder's contexts that stream (:func:`rnnt.models.contexts.streaming_chunk`),
+    the one whose chunk is ``chunk_frames``, else the one with the largest chunk dividing it;
+    ``chunk_frames=None``: the first context that streams.
+
+    Raises ``ValueError`` for an encoder that sees the future (the message says what the model
+    has and how to train one that streams) or whose chunks do not fit ``chunk_frames`` (it
+    names the chunk sizes that do, in ms where ``frame_ms``, one encoder frame, is given).
+    """
+    contexts = encoder.attention_contexts
     causal = all(block.convolution.causal for block in encoder.blocks)
-    if right != 0 or not causal:
+    chunks = {}
+    for context in contexts:
+        chunk = streaming_chunk(context, encoder.chunked)
+        if chunk is not None and causal:
+            chunks.setdefault(chunk, context)
+    style = "chunked" if encoder.chunked else "sliding"
+    if not chunks:
         raise ValueError(
-            "streaming needs an encoder that sees no future frames: attention_context_size "
-            f"[left, 0] and causal_conv=True, but this model has attention_context_size="
-            f"[{left}, {right}] and causal_conv={causal}; {STREAMING_TRAINING_HINT}."
+            "streaming needs an encoder that sees no future frames past its chunk: causal_conv="
+            "True and an attention context [left, 0] or a chunked one, but this model has "
+            f"attention_context_size={_listed(contexts)} ({style}) and causal_conv={causal}; "
+            f"{STREAMING_TRAINING_HINT}."
         )
+    if chunk_frames is None:
+        return next(iter(chunks.values()))
+    if chunk_frames in chunks:
+        return chunks[chunk_frames]
+    fitting = [chunk for chunk in chunks if chunk_frames % chunk == 0]
+    if not fitting:
+        unit = " encoder frames" if frame_ms is None else " ms"
+        scale = 1 if frame_ms is None else frame_ms
+        sizes = ", ".join(f"{chunk * scale:g}" for chunk in sorted(chunks))
+        raise ValueError(
+            f"a chunk of {chunk_frames * scale:g}{unit} does not fit this model's streaming "
+            f"contexts {_listed(contexts)} ({style}): it must be a multiple of one of "
+            f"{sizes}{unit}."
+        )
+    return chunks[max(fitting)]
+
+
+def check_streamable(encoder: ConformerEncoder) -> None:
+    """Raise ``ValueError`` unless some context of ``encoder`` streams (see
+    :func:`streaming_context`)."""
+    streaming_context(encoder)
+
+
+def _listed(contexts: list[list[int]]) -> list[int] | list[list[int]]:
+    return contexts[0] if len(contexts) == 1 else contexts
 
 
 @dataclass
@@ -82,14 +128,25 @@ class EncoderCache:
 class StreamingEncoder(nn.Module):
     """Runs a streaming-capable :class:`ConformerEncoder` chunk by chunk (its layers, shared).
 
-    Raises ``ValueError`` (see :func:`check_streamable`) for an encoder that sees the future.
+    Args:
+        encoder: the encoder.
+        context: which of its attention contexts to stream at; None: the first that streams.
+
+    Raises ``ValueError`` (see :func:`streaming_context`) for an encoder that sees the future
+    or a ``context`` that does not stream.
     """
 
-    def __init__(self, encoder: ConformerEncoder) -> None:
+    def __init__(self, encoder: ConformerEncoder, context: list[int] | None = None) -> None:
         super().__init__()
         check_streamable(encoder)
+        context = streaming_context(encoder) if context is None else list(context)
+        chunk = streaming_chunk(context, encoder.chunked)
+        if chunk is None:
+            raise ValueError(f"attention context {context} sees past its chunk: it cannot stream.")
+        self.chunk = chunk  # encoder frames: every chunk but the last is a multiple of it
         self.encoder = encoder
-        self.left_context = encoder.attention_context_size[0]
+        self.context = context
+        self.chunked = encoder.chunked
 
     @property
     def subsampling_factor(self) -> int:
@@ -121,8 +178,9 @@ class StreamingEncoder(nn.Module):
 
         Args:
             features: ``(B, T_c, F)`` normalised log-mel frames that follow those of earlier
-                chunks. ``T_c`` must be a multiple of the subsampling factor except in the
-                stream's last chunk, which the full forward's zero padding completes.
+                chunks. ``T_c`` must be a multiple of the subsampling factor times the
+                context's chunk (:attr:`chunk` encoder frames) except in the stream's last
+                chunk, which the full forward's zero padding completes.
             cache: the cache :meth:`initial_cache` or the previous call returned.
 
         Returns:
@@ -134,11 +192,20 @@ class StreamingEncoder(nn.Module):
         if cache.finished:
             raise ValueError(
                 "StreamingEncoder: the previous chunk was the stream's last (its length was "
-                f"not a multiple of subsampling_factor={factor}); start from initial_cache()."
+                f"not a multiple of {factor * self.chunk} feature frames: subsampling_factor="
+                f"{factor} x {self.chunk} frames of the context's chunk); start from "
+                "initial_cache()."
             )
         hidden, subsampling = _subsample(self.encoder.subsampling, features, cache.subsampling)
         hidden = self.encoder.dropout(hidden)
         position = cache.encoder_frames
+        # Every layer caches the same past frames: one mask and one set of positions serve all.
+        positions = torch.arange(position, position + hidden.size(1), device=hidden.device)
+        cached = cache.keys[0].size(2)
+        key_positions = torch.arange(
+            position - cached, position + hidden.size(1), device=hidden.device
+        )
+        mask = context_allows(positions, key_positions, self.context, self.chunked)
         keys, values, convolution = [], [], []
         for index, block in enumerate(self.encoder.blocks):
             hidden, block_keys, block_values, block_conv = _block_step(
@@ -147,8 +214,9 @@ class StreamingEncoder(nn.Module):
                 cache.keys[index],
                 cache.values[index],
                 cache.convolution[index],
-                position,
-                self.left_context,
+                positions,
+                mask,
+                self.context[0],
             )
             keys.append(block_keys)
             values.append(block_values)
@@ -160,7 +228,7 @@ class StreamingEncoder(nn.Module):
             convolution=convolution,
             feature_frames=cache.feature_frames + frames,
             encoder_frames=position + hidden.size(1),
-            finished=frames % factor != 0,
+            finished=frames % (factor * self.chunk) != 0,
         )
         return hidden, new_cache
 
@@ -207,12 +275,15 @@ def _block_step(
     keys: torch.Tensor,
     values: torch.Tensor,
     conv_cache: torch.Tensor,
-    position: int,
+    positions: torch.Tensor,
+    mask: torch.Tensor,
     left: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One Conformer block on ``(B, n, D)`` chunk frames; returns them and the new caches."""
     hidden = hidden + 0.5 * block.feed_forward_in(hidden)
-    attended, keys, values = _attention_step(block.attention, hidden, keys, values, position, left)
+    attended, keys, values = _attention_step(
+        block.attention, hidden, keys, values, positions, mask, left
+    )
     hidden = hidden + attended
     convolved, conv_cache = _convolution_step(block.convolution, hidden, conv_cache)
     hidden = hidden + convolved
@@ -225,21 +296,15 @@ def _attention_step(
     hidden: torch.Tensor,
     keys: torch.Tensor,
     values: torch.Tensor,
-    position: int,
+    positions: torch.Tensor,
+    mask: torch.Tensor,
     left: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Chunk frames at absolute ``position ..`` attend to the cached past and the chunk."""
-    frames = hidden.size(1)
-    positions = torch.arange(position, position + frames, device=hidden.device)
+    """Chunk frames at absolute ``positions (n,)`` attend to the cached past and the chunk, as
+    ``mask (n, K + n)`` (``context_allows``) lets them."""
     query, key, value = attention.project(hidden, positions)  # each (B, H, n, Dh)
     keys = torch.cat((keys, key), dim=2)
     values = torch.cat((values, value), dim=2)
-    cached = keys.size(2) - frames
-    key_frames = torch.arange(keys.size(2), device=hidden.device) - cached
-    offset = key_frames.view(1, -1) - torch.arange(frames, device=hidden.device).view(-1, 1)
-    mask = offset <= 0
-    if left >= 0:
-        mask &= offset >= -left
     attended = attention.attend(query, keys, values, mask)
     if left >= 0:  # the next chunk's first frame reads at most `left` past frames
         start = max(keys.size(2) - left, 0)

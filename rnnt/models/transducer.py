@@ -32,6 +32,7 @@ from torch import nn
 
 from rnnt.constants import (
     ATTENTION_CONTEXT_SIZE,
+    ATTENTION_CONTEXT_STYLE,
     BLANK_ID,
     CAUSAL_CONV,
     CONV_KERNEL_SIZE,
@@ -44,6 +45,7 @@ from rnnt.constants import (
     SUBSAMPLING_FACTOR,
 )
 from rnnt.loss import fused_rnnt_loss
+from rnnt.models.contexts import as_contexts, check_style
 from rnnt.models.decoder import PredictionNetwork
 from rnnt.models.encoder import ConformerEncoder
 from rnnt.models.features import LogMelFrontend, check_frontend_style
@@ -68,7 +70,12 @@ class TransducerConfig:
     conv_kernel_size: int = CONV_KERNEL_SIZE
     subsampling_factor: int = SUBSAMPLING_FACTOR
     subsampling_channels: int = SUBSAMPLING_CHANNELS
-    attention_context_size: list[int] = field(default_factory=lambda: list(ATTENTION_CONTEXT_SIZE))
+    # [left, right], or a list of them (multi-lookahead; the first is the default)
+    attention_context_size: list[int] | list[list[int]] = field(
+        default_factory=lambda: list(ATTENTION_CONTEXT_SIZE)
+    )
+    # "sliding" or "chunked" (rnnt.models.contexts); a checkpoint without it is "sliding"
+    attention_context_style: str = ATTENTION_CONTEXT_STYLE
     causal_conv: bool = CAUSAL_CONV
     dropout: float = DROPOUT
     pred_embed_dim: int = 160
@@ -83,7 +90,10 @@ class TransducerConfig:
     blank_id: int = BLANK_ID
 
     def __post_init__(self) -> None:
-        self.attention_context_size = [int(side) for side in self.attention_context_size]
+        contexts = as_contexts(self.attention_context_size)
+        listed = isinstance(self.attention_context_size[0], (list, tuple))
+        self.attention_context_size = contexts if listed else contexts[0]
+        check_style(self.attention_context_style)
         if self.num_classes < 2:
             raise ValueError(
                 f"TransducerConfig.num_classes={self.num_classes}: needs blank plus at least "
@@ -195,6 +205,7 @@ class Transducer(nn.Module):
             attention_context_size=config.attention_context_size,
             causal_conv=config.causal_conv,
             dropout=config.dropout,
+            attention_context_style=config.attention_context_style,
         )
         self.decoder = PredictionNetwork(
             num_classes=config.num_classes,
@@ -227,6 +238,7 @@ class Transducer(nn.Module):
         audio: torch.Tensor,
         audio_lengths: torch.Tensor,
         max_audio_length: int | None = None,
+        attention_context: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Audio to encoder frames.
 
@@ -235,6 +247,8 @@ class Transducer(nn.Module):
             audio_lengths: ``(B,)`` valid samples.
             max_audio_length: ``max(audio_lengths)`` if the caller knows it on the host;
                 else the front end reads it from the device.
+            attention_context: the encoder's ``[left, right]`` for this call; None: its
+                default (the first listed).
 
         Returns:
             ``encoder_out (B, T', D)`` (0 past each utterance) and ``encoder_lengths (B,)``.
@@ -244,7 +258,7 @@ class Transducer(nn.Module):
         features = self.normalizer(features, feature_lengths)
         if self.spec_augment is not None:
             features = self.spec_augment(features, feature_lengths)
-        return self.encoder(features, feature_lengths)
+        return self.encoder(features, feature_lengths, attention_context)
 
     def forward(
         self,
@@ -256,6 +270,7 @@ class Transducer(nn.Module):
         host_audio_lengths: Sequence[int] | None = None,
         host_target_lengths: Sequence[int] | None = None,
         validate: bool = True,
+        attention_context: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Training objective: mean RNN-T loss over utterances, plus ``ctc_weight`` times the
         auxiliary CTC loss when that is on (float32 scalar, nats per utterance).
@@ -271,6 +286,8 @@ class Transducer(nn.Module):
                 padded frame count and the CTC lengths come from them.
             validate: check the targets' ids and the lengths' ranges in the loss (a host read
                 of each); ``rnnt.data.dataset`` has checked a training batch already.
+            attention_context: the encoder's ``[left, right]`` for this batch (multi-lookahead
+                training draws one per batch); None: its default.
         """
         if targets.dim() != 2 or targets.size(0) != audio.size(0):
             raise ValueError(
@@ -278,7 +295,7 @@ class Transducer(nn.Module):
                 f"{tuple(targets.shape)}."
             )
         longest = None if host_audio_lengths is None else max(host_audio_lengths, default=0)
-        encoder_out, encoder_lengths = self.encode(audio, audio_lengths, longest)
+        encoder_out, encoder_lengths = self.encode(audio, audio_lengths, longest, attention_context)
         host_encoder_lengths = None
         if host_audio_lengths is not None:
             host_encoder_lengths = self.host_encoder_lengths(host_audio_lengths)
