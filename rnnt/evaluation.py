@@ -15,14 +15,12 @@ import torch
 from torch import nn
 from torchmetrics.text import WordErrorRate
 
-from rnnt.decoding import greedy_search
 from rnnt.metrics import UtteranceMean
 from rnnt.models.contexts import context_name
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
-    from rnnt.data.tokenizer import Tokenizer
     from rnnt.models.transducer import Transducer
 
 
@@ -44,11 +42,10 @@ def evaluate_batch(
     mean_loss: UtteranceMean,
     wer: WordErrorRate,
     by_context: nn.ModuleDict,
-    max_symbols_per_frame: int,
 ) -> list[tuple[str, str]]:
     """Score ``batch`` and log the figures on ``module`` (whose ``model`` is a
-    :class:`Transducer` and ``tokenizer`` its tokenizer); returns its (reference, hypothesis)
-    pairs at the default context.
+    :class:`Transducer` and ``_decode(encoder_out, encoder_lengths)`` its greedy transcripts);
+    returns the batch's (reference, hypothesis) pairs at the default context.
 
     One encoder pass per context serves both the loss (default context only) and the greedy
     transcripts. Only counted utterances are scored: under DDP the sampler pads the last round
@@ -69,9 +66,7 @@ def evaluate_batch(
         if keep is None:
             counted = counted.to(encoder_out.device)
             keep = counted.nonzero().flatten().tolist()
-        hypotheses = _decode(
-            model, module.tokenizer, encoder_out, encoder_lengths, max_symbols_per_frame
-        )
+        hypotheses = module._decode(encoder_out, encoder_lengths)
         pairs = [hypotheses[i] for i in keep], [batch["texts"][i] for i in keep]
         if index == 0:
             loss = torch.zeros((), device=encoder_out.device)
@@ -98,15 +93,3 @@ def evaluate_batch(
                 f"{split}_wer_by_context/{name}", metric, on_epoch=True, batch_size=batch_size
             )
     return examples
-
-
-def _decode(
-    model: Transducer,
-    tokenizer: Tokenizer,
-    encoder_out: torch.Tensor,
-    encoder_lengths: torch.Tensor,
-    max_symbols_per_frame: int,
-) -> list[str]:
-    # Greedy transcripts of encoder frames (B, T', D).
-    token_ids = greedy_search(model, encoder_out, encoder_lengths, max_symbols_per_frame)
-    return [tokenizer.decode(ids) for ids in token_ids]

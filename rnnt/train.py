@@ -55,6 +55,7 @@ from rnnt.constants import (
     WEIGHT_DECAY,
 )
 from rnnt.data.tokenizer import Tokenizer
+from rnnt.decoding import greedy_search
 from rnnt.ema import ExponentialMovingAverage, use_raw_weights
 from rnnt.evaluation import context_metrics, evaluate_batch
 from rnnt.metrics import UtteranceMean
@@ -270,12 +271,16 @@ class TransducerModule(pl.LightningModule):
     ) -> None:
         if batch is None:
             return
-        max_symbols = self.hparams.max_symbols_per_frame
-        examples = evaluate_batch(
-            self, batch, split, mean_loss, wer, self.context_wers, max_symbols
-        )
+        examples = evaluate_batch(self, batch, split, mean_loss, wer, self.context_wers)
         if split == "val" and batch_idx == 0:
             self._text_examples = examples[: self.hparams.log_text_examples]
+
+    def _decode(self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> list[str]:
+        # Greedy transcripts of encoder frames (B, T', D).
+        token_ids = greedy_search(
+            self.model, encoder_out, encoder_lengths, self.hparams.max_symbols_per_frame
+        )
+        return [self.tokenizer.decode(ids) for ids in token_ids]
 
     def on_validation_epoch_end(self) -> None:
         if not self._text_examples or self.trainer.sanity_checking:

@@ -275,6 +275,27 @@ def test_causal_encoder_sees_no_future():
         assert changed[first:].all()
 
 
+def test_chunked_encoder_sees_no_future_past_the_chunk():
+    # Chunks of 4 encoder frames (16 feature frames), causal convolutions: a feature frame
+    # changes nothing before the chunk of the first encoder frame that reads it, and something
+    # in that chunk (attention reads ahead to the chunk's end, no further).
+    encoder = _encoder(
+        conv_kernel_size=15,
+        causal_conv=True,
+        attention_context_size=[[2, 3], [-1, -1]],
+        attention_context_style="chunked",
+    )
+    features, lengths = _features([96])
+    for feature_frame in (9, 40, 70, 95):
+        changed = _affected(
+            encoder, features, lengths, feature_frame, lambda f, n: encoder(f, n)[0]
+        )
+        first = -(-(feature_frame - 3) // 4)  # the first encoder frame that reads it
+        chunk_start = first // 4 * 4
+        assert not changed[:chunk_start].any(), feature_frame
+        assert changed[chunk_start : chunk_start + 4].any(), feature_frame
+
+
 def test_symmetric_convolution_sees_the_future():
     # The same encoder with a symmetric convolution leaks future frames: the causal option matters.
     encoder = _encoder(conv_kernel_size=15, causal_conv=False, attention_context_size=[-1, 0])

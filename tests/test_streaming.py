@@ -92,7 +92,8 @@ def test_feature_stream_keeps_only_the_samples_later_frames_read():
     assert stream._samples.numel() <= stream.win_length
 
 
-def _encoder(left: int, factor: int = 4) -> ConformerEncoder:
+def _encoder(left: int = 0, factor: int = 4, **contexts) -> ConformerEncoder:
+    """A random streaming encoder with context ``[left, 0]``, or the given ``contexts``."""
     torch.manual_seed(0)
     return ConformerEncoder(
         n_mels=N_MELS,
@@ -103,7 +104,7 @@ def _encoder(left: int, factor: int = 4) -> ConformerEncoder:
         conv_kernel_size=7,
         subsampling_factor=factor,
         subsampling_channels=8,
-        attention_context_size=[left, 0],
+        **{"attention_context_size": [left, 0], **contexts},
         causal_conv=True,
     ).eval()
 
@@ -127,23 +128,6 @@ def test_streamed_encoder_equals_full_forward(left, factor, chunk):
     torch.testing.assert_close(streamed, full, atol=1e-4, rtol=1e-4)
 
 
-def _chunked_encoder(contexts: list[list[int]], factor: int = 4) -> ConformerEncoder:
-    torch.manual_seed(0)
-    return ConformerEncoder(
-        n_mels=N_MELS,
-        d_model=32,
-        num_layers=2,
-        num_heads=2,
-        ff_mult=2,
-        conv_kernel_size=7,
-        subsampling_factor=factor,
-        subsampling_channels=8,
-        attention_context_size=contexts,
-        attention_context_style="chunked",
-        causal_conv=True,
-    ).eval()
-
-
 CHUNKED_CONTEXTS = [[4, 1], [6, 3], [-1, 7], [3, 0], [0, 2]]
 
 
@@ -152,7 +136,7 @@ CHUNKED_CONTEXTS = [[4, 1], [6, 3], [-1, 7], [3, 0], [0, 2]]
 def test_streamed_encoder_equals_full_forward_at_each_chunked_context(context, chunks_per_call):
     # One encoder trained for several contexts streams at each, with the output of its full
     # forward masked at that context; the contexts do give different outputs.
-    encoder = _chunked_encoder(CHUNKED_CONTEXTS)
+    encoder = _encoder(attention_context_size=CHUNKED_CONTEXTS, attention_context_style="chunked")
     features = torch.randn(1, 97, N_MELS, generator=torch.Generator().manual_seed(1))
     streaming = StreamingEncoder(encoder, context)
     step = 4 * streaming.chunk * chunks_per_call

@@ -41,7 +41,7 @@ from rnnt.models.encoder import (
 
 STREAMING_TRAINING_HINT = (
     "train a streaming model with --model.attention_context_style chunked "
-    "--model.attention_context_size '[[64, 3], [64, 7], [64, 15]]' --model.causal_conv true "
+    "--model.attention_context_size '[[32, 7], [32, 3], [32, 15]]' --model.causal_conv true "
     "(configs/streaming.yaml)"
 )
 
