@@ -163,30 +163,17 @@ def _scheduler(value: Any) -> str | None:
 
 
 def _contexts(value: Any) -> str | None:
-    from rnnt.models.contexts import as_contexts
+    from rnnt.models.contexts import contexts_problem
 
-    try:
-        as_contexts(value)
-    except ValueError as error:
-        if "twice" in str(error):
-            return "lists a context twice"
-        return "must be [left, right] or a list of [left, right] pairs (frames, -1 = unlimited)"
-    return None
+    return contexts_problem(value)
 
 
 def _probabilities(values: Mapping[str, Any]) -> str | None:
     # Cross-check: one probability per listed context, summing to 1 (rnnt.models.contexts).
-    from rnnt.models.contexts import ContextSampler, as_contexts
+    from rnnt.models.contexts import as_contexts, probabilities_problem
 
-    try:
-        ContextSampler(
-            as_contexts(values["attention_context_size"]),
-            values["attention_context_probabilities"],
-        )
-    except ValueError:
-        contexts = len(as_contexts(values["attention_context_size"]))
-        return f"must be {contexts} numbers >= 0 (one per context) that sum to 1"
-    return None
+    count = len(as_contexts(values["attention_context_size"]))
+    return probabilities_problem(values["attention_context_probabilities"], count)
 
 
 DATA_RULES: dict[str, Rule] = {

@@ -55,7 +55,8 @@ def evaluate_batch(
     counted = batch.get("counted")
     if counted is None:
         counted = torch.ones(len(batch["texts"]), dtype=torch.bool)
-    keep: list[int] | None = None
+    counted = counted.to(batch["audio"].device)
+    keep = counted.nonzero().flatten().tolist()
     batch_size = len(batch["texts"])
     contexts = model.encoder.attention_contexts if len(by_context) else [None]
     examples: list[tuple[str, str]] = []
@@ -63,9 +64,6 @@ def evaluate_batch(
         encoder_out, encoder_lengths = model.encode(
             batch["audio"], batch["audio_lengths"], attention_context=context
         )
-        if keep is None:
-            counted = counted.to(encoder_out.device)
-            keep = counted.nonzero().flatten().tolist()
         hypotheses = module._decode(encoder_out, encoder_lengths)
         pairs = [hypotheses[i] for i in keep], [batch["texts"][i] for i in keep]
         if index == 0:

@@ -59,7 +59,7 @@ MODEL_ROWS = [
     ("attention_context_size", [1], "must be [left, right] or a list of [left, right] pairs"),
     ("attention_context_size", [-2, 0], "must be [left, right] or a list"),
     ("attention_context_size", [[8, 3], [8, 1, 2]], "must be [left, right] or a list"),
-    ("attention_context_size", [[8, 3], [8, 3]], "lists a context twice"),
+    ("attention_context_size", [[8, 3], [8, 3]], "lists [8, 3] twice"),
     ("attention_context_style", "rolling", "must be one of chunked, sliding"),
     ("attention_context_probabilities", [1.5], "has 1.5, which must be in [0, 1]"),
     ("model_overrides", {"d_model": -1}, "has d_model -1, which must be >= 1"),

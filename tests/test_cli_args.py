@@ -147,7 +147,7 @@ LIGHTNING_ROWS = [
     (
         "fit",
         [*TOKENIZER, "--model.attention_context_size", "[[8, 3], [8, 3]]"],
-        "--model.attention_context_size [[8, 3], [8, 3]] lists a context twice",
+        "--model.attention_context_size [[8, 3], [8, 3]] lists [8, 3] twice",
     ),
     ("fit", ["--data.tokenizer_path", MISSING], "--data.tokenizer_path"),
     ("fit", [*TOKENIZER, "--trainer.max_epochs", "x"], "--trainer.max_epochs x: expected int"),

@@ -31,25 +31,51 @@ from rnnt.constants import ATTENTION_CONTEXT_STYLES
 Context = list[int]  # [left, right] encoder frames; -1 = unlimited
 
 
+def contexts_problem(value: Any) -> str | None:
+    """What is wrong with ``value`` as ``attention_context_size`` (``[left, right]`` or a
+    non-empty list of such pairs, none twice), or ``None``: the rule of :func:`as_contexts` and
+    of ``--model.attention_context_size``."""
+    listed = isinstance(value, (list, tuple)) and value
+    pairs = value if listed and isinstance(value[0], (list, tuple)) else [value]
+    seen = []
+    for pair in pairs:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(map(_side, pair)):
+            return (
+                "must be [left, right] or a list of [left, right] pairs, each side >= 0 "
+                "encoder frames or -1 for unlimited"
+            )
+        if list(pair) in seen:
+            return f"lists {[int(side) for side in pair]} twice"
+        seen.append(list(pair))
+    return None
+
+
 def as_contexts(value: Any) -> list[Context]:
     """``[left, right]`` or a non-empty list of such pairs, as a list of pairs.
 
-    Raises ``ValueError`` naming the value for anything else (a side below -1, three numbers).
+    Raises ``ValueError`` naming the value and what is wrong (``contexts_problem``).
     """
-    listed = isinstance(value, (list, tuple)) and value
-    pairs = value if listed and isinstance(value[0], (list, tuple)) else [value]
-    contexts = []
-    for pair in pairs:
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(map(_side, pair)):
-            raise ValueError(
-                f"attention_context_size={_shown(value)} must be [left, right] or a list of "
-                "[left, right] pairs, each side >= 0 encoder frames or -1 for unlimited."
-            )
-        context = [int(side) for side in pair]
-        if context in contexts:
-            raise ValueError(f"attention_context_size={_shown(value)} lists {context} twice.")
-        contexts.append(context)
-    return contexts
+    problem = contexts_problem(value)
+    if problem:
+        raise ValueError(f"attention_context_size={_shown(value)} {problem}.")
+    pairs = value if isinstance(value[0], (list, tuple)) else [value]
+    return [[int(side) for side in pair] for pair in pairs]
+
+
+def probabilities_problem(probabilities: Sequence[float] | None, count: int) -> str | None:
+    """What is wrong with ``probabilities`` for ``count`` contexts (one per context, each >= 0,
+    summing to 1; None: equal), or ``None``: the rule of :class:`ContextSampler` and of
+    ``--model.attention_context_probabilities``."""
+    if probabilities is None:
+        return None
+    weights = list(probabilities)
+    if (
+        len(weights) != count
+        or any(not math.isfinite(weight) or weight < 0 for weight in weights)
+        or not math.isclose(sum(weights), 1.0, abs_tol=1e-6)
+    ):
+        return f"must be {count} numbers >= 0 (one per context) that sum to 1"
+    return None
 
 
 def check_style(style: str) -> None:
@@ -115,18 +141,14 @@ class ContextSampler:
         self, contexts: list[Context], probabilities: Sequence[float] | None = None
     ) -> None:
         count = len(contexts)
-        weights = [1.0 / count] * count if probabilities is None else list(probabilities)
-        if (
-            len(weights) != count
-            or any(not math.isfinite(weight) or weight < 0 for weight in weights)
-            or not math.isclose(sum(weights), 1.0, abs_tol=1e-6)
-        ):
+        problem = probabilities_problem(probabilities, count)
+        if problem:
             raise ValueError(
-                f"attention_context_probabilities={_shown(probabilities)} must be {count} "
-                f"numbers >= 0 that sum to 1, one per context of {contexts}."
+                f"attention_context_probabilities={_shown(probabilities)} {problem}; contexts: "
+                f"{contexts}."
             )
         self.contexts = contexts
-        self.probabilities = weights
+        self.probabilities = [1.0 / count] * count if probabilities is None else list(probabilities)
 
     def draw(self, step: int, batch_index: int) -> Context:
         """The context of the batch ``batch_index`` at optimizer step ``step``."""

@@ -91,12 +91,6 @@ def streaming_context(
     return chunks[max(fitting)]
 
 
-def check_streamable(encoder: ConformerEncoder) -> None:
-    """Raise ``ValueError`` unless some context of ``encoder`` streams (see
-    :func:`streaming_context`)."""
-    streaming_context(encoder)
-
-
 def _listed(contexts: list[list[int]]) -> list[int] | list[list[int]]:
     return contexts[0] if len(contexts) == 1 else contexts
 
@@ -138,15 +132,14 @@ class StreamingEncoder(nn.Module):
 
     def __init__(self, encoder: ConformerEncoder, context: list[int] | None = None) -> None:
         super().__init__()
-        check_streamable(encoder)
-        context = streaming_context(encoder) if context is None else list(context)
+        default = streaming_context(encoder)  # raises for an encoder that cannot stream
+        context = default if context is None else list(context)
         chunk = streaming_chunk(context, encoder.chunked)
         if chunk is None:
             raise ValueError(f"attention context {context} sees past its chunk: it cannot stream.")
         self.chunk = chunk  # encoder frames: every chunk but the last is a multiple of it
         self.encoder = encoder
         self.context = context
-        self.chunked = encoder.chunked
 
     @property
     def subsampling_factor(self) -> int:
@@ -205,7 +198,7 @@ class StreamingEncoder(nn.Module):
         key_positions = torch.arange(
             position - cached, position + hidden.size(1), device=hidden.device
         )
-        mask = context_allows(positions, key_positions, self.context, self.chunked)
+        mask = context_allows(positions, key_positions, self.context, self.encoder.chunked)
         keys, values, convolution = [], [], []
         for index, block in enumerate(self.encoder.blocks):
             hidden, block_keys, block_values, block_conv = _block_step(
