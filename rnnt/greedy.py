@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from rnnt.constants import MAX_SYMBOLS_PER_FRAME
+from rnnt.timestamps import Alignment
 
 if TYPE_CHECKING:
     from rnnt.models.transducer import Transducer
@@ -84,12 +85,29 @@ def greedy_search(
     Returns:
         ``B`` lists of token ids, blank removed.
     """
+    return _run(model, encoder_out, encoder_lengths, max_symbols_per_frame, record=False)
+
+
+def greedy_alignments(
+    model: Transducer,
+    encoder_out: torch.Tensor,
+    encoder_lengths: torch.Tensor,
+    max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
+) -> list[Alignment]:
+    """As :func:`greedy_search`, with each token's encoder frame and log-probability (the
+    joiner's ``log_softmax`` at that frame): the word timestamps and confidences of
+    :mod:`rnnt.timestamps`. Same ids, same host reads; each step also gathers the emitted
+    frame's logits and normalises them (one ``(B, V)`` ``log_softmax``)."""
+    return _run(model, encoder_out, encoder_lengths, max_symbols_per_frame, record=True)
+
+
+def _run(model, encoder_out, encoder_lengths, max_symbols_per_frame, record):
     if max_symbols_per_frame < 1:
         raise ValueError(f"max_symbols_per_frame={max_symbols_per_frame} must be >= 1.")
     with decoding_mode(model) as (decoder, joiner):
         return _label_looping(
             decoder, joiner, model.config.blank_id, encoder_out, encoder_lengths,
-            max_symbols_per_frame,
+            max_symbols_per_frame, record,
         )  # fmt: skip
 
 
@@ -129,10 +147,12 @@ def _label_looping(
     encoder_out: torch.Tensor,
     encoder_lengths: torch.Tensor,
     max_symbols: int,
-) -> list[list[int]]:
+    record: bool,
+) -> list[list[int]] | list[Alignment]:
+    # Token ids per utterance, or (record) alignments: ids with frames and log-probabilities.
     batch, frames, _ = encoder_out.shape
     if batch == 0 or frames == 0:
-        return [[] for _ in range(batch)]
+        return [Alignment([], [], []) if record else [] for _ in range(batch)]
     device = encoder_out.device
     window = min(LOOKAHEAD_FRAMES, frames)
     lengths = encoder_lengths.to(device).clamp(max=frames)  # (B,)
@@ -146,6 +166,8 @@ def _label_looping(
     symbols = torch.zeros_like(frame)  # (B,) tokens emitted at that frame so far
     none = torch.full_like(frame, -1)  # (B,) the id recorded for no token
     emitted: list[torch.Tensor] = []  # per step: (B,) the token emitted, -1 for none
+    emitted_frames: list[torch.Tensor] = []  # per step (record): (B,) the frame it was emitted at
+    emitted_log_probs: list[torch.Tensor] = []  # per step (record): (B,) its log-probability
     chunk = -(-frames // window)  # no utterance is done in fewer steps
     while chunk > 0:
         for _ in range(chunk):
@@ -153,11 +175,18 @@ def _label_looping(
             valid = window_frames < lengths.unsqueeze(1)
             flat = (row_starts + window_frames.clamp(max=frames - 1)).view(-1)  # (B * W,)
             frames_proj = encoder_proj.index_select(0, flat).view(batch, window, -1)  # (B, W, J)
-            tokens = joiner(frames_proj, predictor_proj.unsqueeze(1)).argmax(dim=-1)  # (B, W)
+            logits = joiner(frames_proj, predictor_proj.unsqueeze(1))  # (B, W, V)
+            tokens = logits.argmax(dim=-1)  # (B, W)
             found = valid & (tokens != blank)
             first = torch.where(found, offsets, window).amin(dim=1)  # (B,) first token, or W
             emit = first < window
-            token = tokens.gather(1, first.clamp(max=window - 1).unsqueeze(1)).squeeze(1)
+            at = first.clamp(max=window - 1).unsqueeze(1)  # (B, 1)
+            token = tokens.gather(1, at).squeeze(1)
+            if record:
+                row = logits.gather(1, at.unsqueeze(2).expand(-1, -1, logits.size(2))).squeeze(1)
+                log_prob = row.float().log_softmax(dim=-1).gather(1, token.unsqueeze(1))
+                emitted_log_probs.append(log_prob.squeeze(1))
+                emitted_frames.append(frame + first)
             count = symbols * (first == 0) + 1  # tokens at that frame, this one included
             capped = emit & (count >= max_symbols)  # the frame's last try: move on after it
             frame = frame + first + capped  # W frames on when no token
@@ -179,5 +208,20 @@ def _label_looping(
         needed, estimate = torch.stack((bound.max(), pace.max())).tolist()  # the check's read
         growth = max(ESTIMATE_SHARE * estimate, CHECK_GROWTH * steps)
         chunk = max(int(needed), math.ceil(growth)) if needed else 0
-    ids = torch.stack(emitted, dim=1).tolist()  # (B, steps): the one read of the results
-    return [[token for token in row if token >= 0] for row in ids]
+    ids = torch.stack(emitted, dim=1)  # (B, steps)
+    if not record:
+        rows = ids.tolist()  # the one read of the results
+        return [[token for token in row if token >= 0] for row in rows]
+    parts = (ids, torch.stack(emitted_frames, dim=1), torch.stack(emitted_log_probs, dim=1))
+    results = torch.stack([part.double() for part in parts], dim=1).tolist()  # (B, 3, steps)
+    alignments = []
+    for row_ids, row_frames, row_log_probs in results:
+        kept = [step for step, token in enumerate(row_ids) if token >= 0]
+        alignments.append(
+            Alignment(
+                [int(row_ids[step]) for step in kept],
+                [int(row_frames[step]) for step in kept],
+                [row_log_probs[step] for step in kept],
+            )
+        )
+    return alignments
