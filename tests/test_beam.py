@@ -43,7 +43,9 @@ def test_each_token_carries_its_frame_and_joiner_log_probability(beam):
     for row, alignment in enumerate(beam_search_alignments(model, encoder_out, lengths, beam, 2)):
         assert alignment.frames == sorted(alignment.frames)
         assert all(0 <= frame < lengths[row] for frame in alignment.frames)
-        for position, (token, frame) in enumerate(zip(alignment.ids, alignment.frames)):
+        for position, (token, frame) in enumerate(
+            zip(alignment.ids, alignment.frames, strict=True)
+        ):
             expected = _token_log_prob(
                 model, encoder_out[row], alignment.ids[:position], frame, token
             )
