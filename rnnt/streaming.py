@@ -24,12 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from rnnt.beam import BeamSearch, check_beam_size
 from rnnt.constants import MAX_SYMBOLS_PER_FRAME, STREAMING_CHUNK_MS, STREAMING_FEED_MS
 from rnnt.models.features import LogMelStream
 from rnnt.models.streaming_encoder import StreamingEncoder, streaming_context
+from rnnt.timestamps import Alignment, WordTiming, frame_seconds, word_timings
 
 if TYPE_CHECKING:
     from rnnt.data.tokenizer import Tokenizer
+    from rnnt.hotwords import HotwordGraph
     from rnnt.models.transducer import Transducer
 
 
@@ -67,7 +70,8 @@ class _GreedyStream:
 
     The rule of :func:`rnnt.decoding.greedy_search`: at each encoder frame emit the argmax
     class; a token advances the prediction network and the frame is tried again, at most
-    ``max_symbols_per_frame`` times; blank moves on to the next frame.
+    ``max_symbols_per_frame`` times; blank moves on to the next frame. Each token's frame
+    (counted from the start of the stream) and log-probability are kept for timestamps.
     """
 
     def __init__(self, model: Transducer, max_symbols_per_frame: int) -> None:
@@ -80,24 +84,54 @@ class _GreedyStream:
         self.state = self.decoder.initial_state(1, device)
         start = torch.full((1,), self.blank, device=device)
         self.predictor_proj = self._advance(start)  # (1, J)
+        self.ids: list[int] = []
+        self.frames: list[int] = []
+        self.log_probs: list[float] = []
+        self.frames_seen = 0
 
     def _advance(self, token: torch.Tensor) -> torch.Tensor:
         decoder_out, self.state = self.decoder.step(token, self.state)  # (1, H)
         return self.joiner.predictor_proj(decoder_out)
 
-    def decode(self, encoder_out: torch.Tensor) -> list[int]:
-        """Token ids emitted on the encoder frames ``(n, D)`` of the next chunk."""
-        encoder_proj = self.joiner.encoder_proj(encoder_out)  # (n, J)
-        emitted: list[int] = []
+    def advance(self, encoder_out: torch.Tensor) -> None:
+        """Decode the encoder frames ``(1, n, D)`` of the next chunk."""
+        encoder_proj = self.joiner.encoder_proj(encoder_out[0])  # (n, J)
         for frame in range(encoder_proj.size(0)):
             for _ in range(self.max_symbols):
                 logits = self.joiner(encoder_proj[frame : frame + 1], self.predictor_proj)
                 token = logits.argmax(dim=-1)  # (1,)
                 if int(token) == self.blank:
                     break
-                emitted.append(int(token))
+                self.ids.append(int(token))
+                self.frames.append(self.frames_seen + frame)
+                self.log_probs.append(float(logits.float().log_softmax(-1)[0, token]))
                 self.predictor_proj = self._advance(token)
-        return emitted
+        self.frames_seen += encoder_proj.size(0)
+
+    def best(self, final: bool) -> Alignment:
+        """The alignment decoded so far (``final`` changes nothing: greedy never revises)."""
+        return Alignment(list(self.ids), list(self.frames), list(self.log_probs))
+
+
+class _BeamStream:
+    """Modified beam search of one stream, continued across chunks (:class:`BeamSearch` with
+    one utterance): the hypotheses carry over, so the final result equals the offline
+    search's on the same encoder frames."""
+
+    def __init__(self, model: Transducer, beam_size: int, max_symbols: int, hotwords) -> None:
+        device = model.joiner.output.weight.device
+        graph = None if hotwords is None else hotwords.to(device)
+        self.search = BeamSearch(
+            model.decoder, model.joiner, model.config.blank_id, beam_size, max_symbols, 1,
+            device, graph,
+        )  # fmt: skip
+
+    def advance(self, encoder_out: torch.Tensor) -> None:
+        self.search.advance(encoder_out)
+
+    def best(self, final: bool) -> Alignment:
+        """The best hypothesis now; before ``final`` a later chunk may still revise it."""
+        return self.search.best(1, final=final)[0][0][0]
 
 
 class StreamingSession:
@@ -112,9 +146,17 @@ class StreamingSession:
             largest whose chunk divides it (``streaming_context``): its output equals the
             full forward at that context (``Transducer.encode(..., attention_context=)``).
         max_symbols_per_frame: most tokens emitted at one encoder frame (as in greedy search).
+        beam_size: 1 decodes greedily; more runs modified beam search with that many
+            hypotheses, continued across chunks (its final ids equal
+            :func:`rnnt.decoding.beam_search`'s on the full forward at the same context;
+            partial results are the best hypothesis so far, which later chunks may revise).
+        hotwords: phrases to bias the beam search towards (beam search runs even at
+            ``beam_size=1``), or None.
 
     Attributes:
         tokens: the token ids decoded so far (blank removed).
+        alignment: those tokens with the encoder frame (from the stream's start) and
+            log-probability of each (:meth:`words` turns them into timed words).
         chunk_seconds: compute time of each chunk run so far (features, encoder, decoding),
             seconds; the last entry is :meth:`finish`'s partial chunk if it had frames.
         context: the model's attention context the session streams at.
@@ -128,7 +170,10 @@ class StreamingSession:
         model: Transducer,
         chunk_ms: int = STREAMING_CHUNK_MS,
         max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
+        beam_size: int = 1,
+        hotwords: HotwordGraph | None = None,
     ) -> None:
+        check_beam_size(beam_size)
         self.model = model.eval()
         self.chunk_ms = chunk_ms
         self.chunk_frames = chunk_feature_frames(model, chunk_ms)
@@ -140,8 +185,11 @@ class StreamingSession:
         device = model.joiner.output.weight.device
         with torch.inference_mode():
             self.cache = self.encoder.initial_cache(1, device)
-            self.greedy = _GreedyStream(model, max_symbols_per_frame)
-        self.tokens: list[int] = []
+            if beam_size == 1 and hotwords is None:
+                self.decoder = _GreedyStream(model, max_symbols_per_frame)
+            else:
+                self.decoder = _BeamStream(model, beam_size, max_symbols_per_frame, hotwords)
+        self.alignment = Alignment([], [], [])
         self.chunk_seconds: list[float] = []
         self.finished = False
 
@@ -156,7 +204,7 @@ class StreamingSession:
                 started = time.perf_counter()
                 self._run(self.features.pop(self.chunk_frames))
                 self.chunk_seconds.append(time.perf_counter() - started)
-        return list(self.tokens)
+        return self.tokens
 
     def finish(self) -> list[int]:
         """The audio has ended: run the rest (the end's feature frames, a last partial
@@ -169,14 +217,26 @@ class StreamingSession:
                 if rest.size(0) > 0:
                     self._run(rest)
                     self.chunk_seconds.append(time.perf_counter() - started)
-        return list(self.tokens)
+                self.alignment = self.decoder.best(final=True)
+        return self.tokens
+
+    @property
+    def tokens(self) -> list[int]:
+        """The token ids decoded so far (a copy)."""
+        return list(self.alignment.ids)
+
+    def words(self, tokenizer: Tokenizer) -> list[WordTiming]:
+        """The words decoded so far with their start and end (seconds from the stream's
+        start) and confidence (:func:`rnnt.timestamps.word_timings`)."""
+        return word_timings(tokenizer, self.alignment, frame_seconds(self.model))
 
     def _run(self, features: torch.Tensor) -> None:
         """Normalise, encode and decode ``(T_c, F)`` feature frames of the next chunk."""
         lengths = torch.tensor([features.size(0)], device=features.device)
         features = self.model.normalizer(features.unsqueeze(0), lengths)  # per frame in eval
         encoder_out, self.cache = self.encoder(features, self.cache)
-        self.tokens.extend(self.greedy.decode(encoder_out[0]))
+        self.decoder.advance(encoder_out)
+        self.alignment = self.decoder.best(final=False)
 
 
 def streaming_transcribe(

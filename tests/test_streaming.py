@@ -1,4 +1,5 @@
-"""Streaming: chunked features, encoder and greedy decoding equal the full-utterance path."""
+"""Streaming: chunked features, encoder, greedy and beam decoding (ids, frames, confidences)
+equal the full-utterance path."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import itertools
 import pytest
 import torch
 
-from rnnt.decoding import greedy_search, transcribe_ids
+from rnnt.decoding import (
+    beam_search_alignments,
+    beam_search_nbest,
+    greedy_alignments,
+    greedy_search,
+    transcribe_ids,
+)
 from rnnt.models.encoder import ConformerEncoder
 from rnnt.models.features import LogMelFrontend, LogMelStream
 from rnnt.models.streaming_encoder import StreamingEncoder
@@ -189,8 +196,8 @@ def test_session_encoder_frames_and_ids_equal_full_model(left, chunk_ms):
         expected = greedy_search(model, encoder_out, lengths)[0]
     session = StreamingSession(model, chunk_ms=chunk_ms)
     chunks: list[torch.Tensor] = []
-    decode = session.greedy.decode
-    session.greedy.decode = lambda frames: chunks.append(frames) or decode(frames)
+    advance = session.decoder.advance
+    session.decoder.advance = lambda frames: chunks.append(frames[0]) or advance(frames)
     partials = _stream(session, audio, seed=chunk_ms)
     torch.testing.assert_close(torch.cat(chunks), encoder_out[0], atol=1e-4, rtol=1e-4)
     assert len(expected) > 10 and len(set(expected)) > 2  # a real transcript, not all blank
@@ -226,8 +233,8 @@ def test_session_streams_at_the_context_of_its_chunk_equal_to_the_masked_model(c
     session = StreamingSession(model, chunk_ms=chunk_ms)
     assert session.context == context
     chunks: list[torch.Tensor] = []
-    decode = session.greedy.decode
-    session.greedy.decode = lambda frames: chunks.append(frames) or decode(frames)
+    advance = session.decoder.advance
+    session.decoder.advance = lambda frames: chunks.append(frames[0]) or advance(frames)
     assert _stream(session, audio, seed=chunk_ms)[-1] == expected
     torch.testing.assert_close(torch.cat(chunks), encoder_out[0], atol=1e-4, rtol=1e-4)
     assert (full - encoder_out).abs().max() > 1e-2  # the context matters
@@ -299,8 +306,13 @@ def test_accept_after_finish_is_an_error():
 
 
 class _Tokenizer:
+    """Every token is a word: its id."""
+
     def decode(self, ids: list[int]) -> str:
         return " ".join(map(str, ids))
+
+    def id_to_piece(self, index: int) -> str:
+        return f"\u2581{index}"
 
 
 def test_streaming_transcribe_gives_text_and_latency():
@@ -315,3 +327,38 @@ def test_streaming_transcribe_gives_text_and_latency():
     assert stats["algorithmic_latency_ms"] == 327.5
     assert 0 < stats["compute_ms_mean"] <= stats["compute_ms_p95"]
     assert stats["real_time_factor"] > 0 and stats["audio_s"] == pytest.approx(1.27, abs=1e-3)
+
+
+@pytest.mark.parametrize(("chunk_ms", "beam"), [(80, 4), (160, 4), (480, 2), (320, 1)])
+def test_streaming_beam_search_equals_offline_beam_search_on_the_masked_model(chunk_ms, beam):
+    model = _model(attention_context_size=MULTI_CONTEXTS, attention_context_style="chunked")
+    audio = _audio()
+    session = StreamingSession(model, chunk_ms=chunk_ms, beam_size=beam, hotwords=None)
+    with torch.inference_mode():
+        encoder_out, lengths = model.encode(
+            audio[None], torch.tensor([audio.numel()]), attention_context=session.context
+        )
+        expected = beam_search_alignments(model, encoder_out, lengths, beam)[0]
+        nbest = beam_search_nbest(model, encoder_out, lengths, beam)[0]
+    partials = _stream(session, audio, seed=chunk_ms)
+    assert partials[-1] == expected.ids == session.alignment.ids
+    assert session.alignment.frames == expected.frames
+    assert session.alignment.log_probs == pytest.approx(expected.log_probs, abs=1e-4)
+    assert len(expected.ids) > 10
+    if beam > 1:  # the stream ran beam search, not greedy: here they differ
+        assert expected.ids == nbest[0][0] != greedy_search(model, encoder_out, lengths)[0]
+
+
+def test_streaming_timestamps_equal_the_offline_ones():
+    model = _model()
+    audio = _audio()
+    with torch.inference_mode():
+        encoder_out, lengths = model.encode(audio[None], torch.tensor([audio.numel()]))
+        expected = greedy_alignments(model, encoder_out, lengths)[0]
+    session = StreamingSession(model, chunk_ms=120)
+    _stream(session, audio, seed=5)
+    assert session.alignment.frames == expected.frames and session.alignment.ids == expected.ids
+    assert session.alignment.log_probs == pytest.approx(expected.log_probs, abs=1e-5)
+    words = session.words(_Tokenizer())
+    assert words and words[-1].end <= audio.numel() / 16_000 + 0.04
+    assert all(0 < word.confidence <= 1 for word in words)
