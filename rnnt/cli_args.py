@@ -151,6 +151,17 @@ def output_folder(text: str) -> Path:
     return path
 
 
+def add_weights_flag(parser: argparse.ArgumentParser) -> None:
+    """Add ``--weights ema|raw``: which of a checkpoint's weights to load."""
+    parser.add_argument(
+        "--weights",
+        choices=[C.EMA_WEIGHTS, C.RAW_WEIGHTS],
+        default=None,
+        help="the checkpoint's EMA weights (a run with --model.ema_decay) or its raw trained "
+        "ones (default: those its state_dict holds, the EMA ones where there are some)",
+    )
+
+
 # jsonargparse: 'Parser key "trainer.max_epochs":\n  ... Given value: x' with a list of
 # "- Expected a <class 'int'>" (or "- Expected a typing.Literal['a', 'b']") lines.
 _PARSER_KEY = re.compile(r'^Parser key "(?P<key>[^"]+)":\s*')

@@ -394,3 +394,33 @@ EMA_DECAY = 0.999
 EMA_WARMUP_OFFSET = 10  # the 10 of (1 + n) / (10 + n): larger follows the weights longer
 EMA_WEIGHTS = "ema"  # a checkpoint's `weights` when its state_dict holds the EMA weights
 RAW_WEIGHTS = "raw"  # ... and when it holds the trained ones (checkpoints without EMA)
+
+# --- word timestamps and confidence (issue 16, task W: rnnt/timestamps.py) ---------------------
+WORD_BOUNDARY_PIECE = "\u2581"  # SentencePiece's "▁": a piece that starts with it starts a word
+
+# --- subtitles (issue 16, task S: rnnt/subtitles.py, SRT and WebVTT from word timings) ---------
+# A new cue starts after a pause longer than SUBTITLE_MAX_GAP_S between two words, or where the
+# next word would make the cue longer than one broadcast line (42 characters, spaces included)
+# or than SUBTITLE_MAX_SECONDS on screen (first word's start to last word's end).
+SUBTITLE_MAX_GAP_S = 1.0
+SUBTITLE_MAX_CHARS = 42
+SUBTITLE_MAX_SECONDS = 6.0
+# A cue shorter than this stays on screen this long, or until the next cue starts if sooner.
+SUBTITLE_MIN_SECONDS = 1.0
+SUBTITLE_FORMATS = ("srt", "vtt")  # write_subtitles' formats: SubRip and WebVTT
+SUBTITLE_FILE_MODE = 0o644  # the temporary file is owner-only; the written one is not
+
+# --- hotwords (issue 16, task H: rnnt/hotwords.py, beam-search biasing) -----------------------
+# Score added per token of a hotword phrase without a ":BOOST" of its own (sherpa-onnx's
+# hotwords_score is 1.5 too); a partial match gives it back when abandoned. To be tuned.
+HOTWORD_BOOST = 1.5
+
+# --- streaming export (issue 16, task X: rnnt/export_streaming.py, `rnnt export --streaming`) ---
+# sherpa-onnx's online NeMo recognizer (2.0.x) computes its log-mel with these, whatever the
+# model says (its offline one uses WINDOW_TYPE and MEL_HIGH_FREQ_HZ): the export maps them onto
+# the model's features in the graph, approximately.
+SHERPA_ONLINE_WINDOW_TYPE = "hann"  # symmetric: 0.5 - 0.5 cos(2 pi n / (N - 1))
+SHERPA_ONLINE_MEL_HIGH_FREQ_HZ = 8_000.0  # highest mel filter edge, Hz (Nyquist at 16 kHz)
+# sherpa-onnx never runs a partial last chunk: append the chunk plus one 10 ms frame of silence
+# before input_finished() (benchmarks/sherpa.py --streaming, README).
+SHERPA_ONLINE_TAIL_EXTRA_MS = 10

@@ -3,8 +3,9 @@
 A :class:`StreamingSession` buffers the audio it is given and, each time a chunk of
 ``chunk_ms`` has arrived (plus the few samples the last feature window reaches past it),
 computes that chunk's log-mel frames, runs the encoder on them with its caches
-(:class:`rnnt.models.streaming_encoder.StreamingEncoder`) and continues greedy decoding from
-where the previous chunk stopped. The encoder frames equal those of the full forward
+(:class:`rnnt.models.streaming_encoder.StreamingEncoder`) and continues greedy decoding (or
+modified beam search, optionally biased towards hotwords) from where the previous chunk
+stopped. The encoder frames equal those of the full forward
 (``Transducer.encode``) of the whole utterance at the context streamed at, so the final ids
 equal :func:`rnnt.decoding.greedy_search`'s on them. This needs a model that sees no future
 frames past the chunk (causal convolutions; an attention context ``[left, 0]`` or a chunked
@@ -245,34 +246,45 @@ def streaming_transcribe(
     audio: torch.Tensor,
     chunk_ms: int = STREAMING_CHUNK_MS,
     max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
+    beam_size: int = 1,
+    hotwords: HotwordGraph | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Transcribe ``audio (S,)`` (float32, 16 kHz) as a stream, with latency figures.
 
-    The audio is handed to a :class:`StreamingSession` in pieces of ``STREAMING_FEED_MS``,
-    as a microphone would, as fast as the session takes them.
+    The audio is handed to a :class:`StreamingSession` (greedy, or beam search with
+    ``beam_size`` hypotheses and ``hotwords``) by :func:`feed`, as a microphone would.
 
     Returns:
-        The text and a dict: ``chunk_ms``; ``attention_context`` streamed at; ``chunks`` run; ``audio_s`` seconds;
-        ``compute_ms_mean`` and ``compute_ms_p95`` per chunk; ``real_time_factor`` (compute
-        time / audio time); ``algorithmic_latency_ms`` (chunk plus feature-window look-ahead:
-        how long a chunk's first sample waits for the chunk to be complete).
+        The text and :func:`latency_stats`.
     """
-    session = StreamingSession(model, chunk_ms, max_symbols_per_frame)
-    sample_rate = model.frontend.sample_rate
-    piece = sample_rate * STREAMING_FEED_MS // 1000
+    session = StreamingSession(model, chunk_ms, max_symbols_per_frame, beam_size, hotwords)
+    return tokenizer.decode(feed(session, audio)), latency_stats(session, audio)
+
+
+def feed(session: StreamingSession, audio: torch.Tensor) -> list[int]:
+    """Hand ``audio (S,)`` to ``session`` in pieces of ``STREAMING_FEED_MS`` as fast as it
+    takes them, then finish it; returns the final token ids."""
+    piece = session.model.frontend.sample_rate * STREAMING_FEED_MS // 1000
     for start in range(0, audio.numel(), piece):
         session.accept(audio[start : start + piece])
-    ids = session.finish()
+    return session.finish()
+
+
+def latency_stats(session: StreamingSession, audio: torch.Tensor) -> dict[str, Any]:
+    """What streaming ``audio (S,)`` through ``session`` cost: ``chunk_ms``;
+    ``attention_context`` streamed at; ``chunks`` run; ``audio_s`` seconds; ``compute_ms_mean``
+    and ``compute_ms_p95`` per chunk; ``real_time_factor`` (compute time / audio time);
+    ``algorithmic_latency_ms`` (chunk plus feature-window look-ahead: how long a chunk's first
+    sample waits for the chunk to be complete)."""
     seconds = torch.tensor(session.chunk_seconds or [0.0], dtype=torch.float64)
-    audio_s = audio.numel() / sample_rate
-    stats = {
-        "chunk_ms": chunk_ms,
+    audio_s = audio.numel() / session.model.frontend.sample_rate
+    return {
+        "chunk_ms": session.chunk_ms,
         "attention_context": session.context,
         "chunks": len(session.chunk_seconds),
         "audio_s": round(audio_s, 3),
         "compute_ms_mean": 1000 * float(seconds.mean()),
         "compute_ms_p95": 1000 * float(seconds.quantile(0.95)),
         "real_time_factor": float(seconds.sum()) / max(audio_s, 1e-9),
-        "algorithmic_latency_ms": chunk_ms + session.lookahead_ms,
+        "algorithmic_latency_ms": session.chunk_ms + session.lookahead_ms,
     }
-    return tokenizer.decode(ids), stats

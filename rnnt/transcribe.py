@@ -48,6 +48,7 @@ from rnnt.data.manifest_stats import (
 )
 from rnnt.data.tokenizer import Tokenizer, normalize_text
 from rnnt.decoding import check_beam_size
+from rnnt.hotwords import HotwordGraph
 from rnnt.models.transducer import Transducer
 from rnnt.transcribe_audio import (
     LOAD_ERRORS,
@@ -169,6 +170,8 @@ def transcribe_manifest(
     strict: bool = False,
     overwrite: bool = False,
     window_seconds: float = TRANSCRIBE_WINDOW_SECONDS,
+    hotwords: HotwordGraph | None = None,
+    timestamps: bool = False,
 ) -> ManifestResult:
     """Write each usable line of ``manifest`` to ``output`` with an added ``pred_text`` field.
 
@@ -176,7 +179,9 @@ def transcribe_manifest(
     module docstring for the partial file, ``strict`` and ``overwrite``). The WER compares
     ``pred_text`` with the normalised ``text`` of the transcribed lines that have one.
     ``beam_size=1`` decodes with greedy search, larger values with beam search;
-    ``window_seconds`` is the audio decoded and written at a time.
+    ``window_seconds`` is the audio decoded and written at a time. ``hotwords`` biases beam
+    search towards its phrases; ``timestamps`` adds each line's ``words``: ``[{word, start,
+    end, confidence}]``, seconds from the start of the line's audio (its ``offset``).
 
     Raises:
         ValueError: a bad ``beam_size`` or ``output`` (``check_output``).
@@ -203,6 +208,8 @@ def transcribe_manifest(
                 beam_size=beam_size,
                 window_seconds=window_seconds,
                 stop_at_error=strict,
+                hotwords=hotwords,
+                timestamps=timestamps,
             ):
                 _write_window(handle, window, utterances, manifest, base_dir, strict, tally)
                 if window[-1].index + 1 < len(utterances):
@@ -287,9 +294,10 @@ def _write_window(
                 break
             _skip(manifest, utterance, transcript.error, tally)
             continue
-        record = _record_to_line(
-            {**utterance.to_record(), "pred_text": transcript.text}, transcript.index, base_dir
-        )
+        fields = {**utterance.to_record(), "pred_text": transcript.text}
+        if transcript.words is not None:
+            fields["words"] = [word.to_dict() for word in transcript.words]
+        record = _record_to_line(fields, transcript.index, base_dir)
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
         tally.add(utterance, transcript)
     handle.write("".join(lines))

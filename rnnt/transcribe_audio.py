@@ -1,4 +1,5 @@
-"""Transcribe audio with a model: batched greedy or beam search, window by window.
+"""Transcribe audio with a model: batched greedy or beam search (optionally biased towards
+hotwords, optionally with word timestamps), window by window.
 
 Audio of any rate and channel count that the data pipeline reads is resampled to 16 kHz mono,
 the same way as in training. Items are read in windows of about ``TRANSCRIBE_WINDOW_SECONDS``
@@ -27,8 +28,10 @@ from rnnt.constants import (
 )
 from rnnt.data.audio import load_audio_file
 from rnnt.data.tokenizer import Tokenizer
-from rnnt.decoding import check_beam_size, transcribe_ids
+from rnnt.decoding import check_beam_size, transcribe_alignments, transcribe_ids
+from rnnt.hotwords import HotwordGraph
 from rnnt.models.transducer import Transducer
+from rnnt.timestamps import WordTiming, frame_seconds, word_timings
 
 # What loading one item's audio raises for a bad file (rnnt.data.audio.load_audio_file):
 # FileNotFoundError (an OSError) or ValueError naming the file. Anything else is a bug.
@@ -47,12 +50,14 @@ class AudioItem:
 @dataclass(frozen=True)
 class Transcript:
     """What became of the item at ``index`` (0-based, in input order): its ``text`` and
-    ``seconds`` of audio, or the ``error`` that kept its audio from loading (``text`` None)."""
+    ``seconds`` of audio, or the ``error`` that kept its audio from loading (``text`` None).
+    ``words``: the timed words (seconds from the item's start), when asked for."""
 
     index: int
     text: str | None
     seconds: float = 0.0
     error: Exception | None = None
+    words: list[WordTiming] | None = None
 
 
 def load_audio(item: AudioItem, max_duration: float | None = MAX_DECODE_DURATION) -> torch.Tensor:
@@ -106,6 +111,8 @@ def transcribe_windows(
     window_seconds: float = TRANSCRIBE_WINDOW_SECONDS,
     window_lines: int = TRANSCRIBE_WINDOW_LINES,
     stop_at_error: bool = False,
+    hotwords: HotwordGraph | None = None,
+    timestamps: bool = False,
 ) -> Iterator[list[Transcript]]:
     """Transcripts of ``items``, one list per window, each in input order.
 
@@ -116,6 +123,8 @@ def transcribe_windows(
     ``error``; with ``stop_at_error`` the window ends there, is decoded and yielded, and no
     further item is read. ``beam_size=1`` decodes with greedy search, larger values with beam
     search; ``batch_seconds=None`` takes :func:`default_batch_seconds` of the model's device.
+    ``hotwords`` biases beam search (it runs even at ``beam_size=1``) towards its phrases;
+    ``timestamps`` gives each transcript its ``words`` (:mod:`rnnt.timestamps`).
     """
     check_beam_size(beam_size)
     device = next(model.parameters()).device
@@ -130,17 +139,11 @@ def transcribe_windows(
         )
         if not loaded and not failed:
             return
-        texts = _decode(
-            model,
-            tokenizer,
-            [w for _, w in loaded],
-            batch_seconds,
-            max_symbols_per_frame,
-            beam_size,
-        )
+        options = _Decoding(batch_seconds, max_symbols_per_frame, beam_size, hotwords, timestamps)
+        decoded = _decode(model, tokenizer, [w for _, w in loaded], options)
         window = failed + [
-            Transcript(index, text, len(waveform) / SAMPLE_RATE)
-            for (index, waveform), text in zip(loaded, texts, strict=True)
+            Transcript(index, text, len(waveform) / SAMPLE_RATE, words=words)
+            for (index, waveform), (text, words) in zip(loaded, decoded, strict=True)
         ]
         del loaded  # this window's audio is freed before the next window is read
         yield sorted(window, key=lambda transcript: transcript.index)
@@ -153,13 +156,15 @@ def transcribe(
     batch_seconds: float | None = None,
     max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
     beam_size: int = 1,
+    hotwords: HotwordGraph | None = None,
 ) -> tuple[list[str], float]:
     """Transcripts of ``items`` in their order, and the audio's total seconds.
 
     Decoded window by window (:func:`transcribe_windows`). The first item whose audio cannot
     be loaded raises its ``ValueError`` or ``FileNotFoundError`` (naming the file), after the
     items before it were decoded. ``beam_size=1`` decodes with greedy search, larger values
-    with beam search; ``batch_seconds=None`` takes :func:`default_batch_seconds`.
+    with beam search (biased towards ``hotwords`` if given); ``batch_seconds=None`` takes
+    :func:`default_batch_seconds`.
     """
     texts = [""] * len(items)
     total_seconds = 0.0
@@ -171,6 +176,7 @@ def transcribe(
         max_symbols_per_frame=max_symbols_per_frame,
         beam_size=beam_size,
         stop_at_error=True,
+        hotwords=hotwords,
     ):
         for transcript in window:
             if transcript.error is not None:
@@ -208,25 +214,39 @@ def _load_window(
     return loaded, failed, False
 
 
+@dataclass(frozen=True)
+class _Decoding:
+    # How a window is decoded (transcribe_windows' options).
+    batch_seconds: float
+    max_symbols_per_frame: int
+    beam_size: int
+    hotwords: HotwordGraph | None
+    timestamps: bool
+
+
 @torch.inference_mode()
 def _decode(
-    model: Transducer,
-    tokenizer: Tokenizer,
-    waveforms: list[torch.Tensor],
-    batch_seconds: float,
-    max_symbols_per_frame: int,
-    beam_size: int,
-) -> list[str]:
-    # Texts of (S,) waveforms in their order, decoded in duration-sorted batches.
+    model: Transducer, tokenizer: Tokenizer, waveforms: list[torch.Tensor], options: _Decoding
+) -> list[tuple[str, list[WordTiming] | None]]:
+    # (text, timed words or None) of (S,) waveforms in their order, in duration-sorted batches.
     device = next(model.parameters()).device
     durations = [len(w) / SAMPLE_RATE for w in waveforms]
-    texts = [""] * len(waveforms)
-    for batch in batch_by_duration(durations, batch_seconds):
+    decoded: list[tuple[str, list[WordTiming] | None]] = [("", None)] * len(waveforms)
+    seconds_per_frame = frame_seconds(model)
+    search = (options.max_symbols_per_frame, options.beam_size, options.hotwords)
+    for batch in batch_by_duration(durations, options.batch_seconds):
         lengths = torch.tensor([len(waveforms[i]) for i in batch], device=device)
         audio = torch.zeros(len(batch), int(lengths.max()), device=device)
         for row, index in enumerate(batch):
             audio[row, : len(waveforms[index])] = waveforms[index].to(device)
-        token_ids = transcribe_ids(model, audio, lengths, max_symbols_per_frame, beam_size)
-        for index, ids in zip(batch, token_ids, strict=True):
-            texts[index] = tokenizer.decode(ids)
-    return texts
+        if options.timestamps:
+            alignments = transcribe_alignments(model, audio, lengths, *search)
+            for index, alignment in zip(batch, alignments, strict=True):
+                words = word_timings(tokenizer, alignment, seconds_per_frame)
+                decoded[index] = (tokenizer.decode(alignment.ids), words)
+        else:
+            for index, ids in zip(
+                batch, transcribe_ids(model, audio, lengths, *search), strict=True
+            ):
+                decoded[index] = (tokenizer.decode(ids), None)
+    return decoded

@@ -383,3 +383,78 @@ def test_run_py_without_data_is_one_line_naming_the_missing_tokenizer(tmp_path):
         "`rnnt tokenizer` (rnnt.data.tokenizer.train_tokenizer) or fix the path "
         "(e.g. --data.tokenizer_path)"
     ], result.stderr
+
+
+def _json_lines(text: str) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_transcribe_timestamps_and_subtitles_whole_file_and_streamed(tiny_corpus, tmp_path, capsys):
+    import soundfile as sf
+    import srt
+
+    streaming = {"attention_context_size": [4, 0], "causal_conv": True}
+    checkpoint = _random_checkpoint(tiny_corpus, tmp_path / "s.ckpt", **streaming)
+    audio = _first_audio(tiny_corpus, 2)
+    transcribe = ["transcribe", "--checkpoint", str(checkpoint)]
+    main([*transcribe, *audio])
+    texts = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()]
+    main([*transcribe, "--timestamps", *audio])
+    lines = _json_lines(capsys.readouterr().out)
+    assert [line["audio"] for line in lines] == audio and [line["text"] for line in lines] == texts
+    for line in lines:
+        words = line["words"]
+        assert " ".join(word["word"] for word in words) == line["text"] != ""
+        starts = [word["start"] for word in words]
+        assert starts == sorted(starts) and all(w["start"] < w["end"] for w in words)
+        assert words[-1]["end"] <= sf.info(line["audio"]).duration + 0.04
+        assert all(0 < word["confidence"] <= 1 for word in words)
+    # Streamed ([4, 0] streams exactly): the same words at the same times.
+    main([*transcribe, "--timestamps", "--streaming", "--chunk-ms", "160", *audio])
+    streamed = _json_lines(capsys.readouterr().out)
+    timed = [[(w["word"], w["start"], w["end"]) for w in line["words"]] for line in lines]
+    assert [[(w["word"], w["start"], w["end"]) for w in s["words"]] for s in streamed] == timed
+
+    subtitles = tmp_path / "subtitles"
+    main([*transcribe, "--format", "srt", "--subtitle-dir", str(subtitles), *audio])
+    assert [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()] == texts
+    for path, text in zip(audio, texts, strict=True):
+        cues = list(srt.parse((subtitles / f"{Path(path).stem}.srt").read_text()))
+        assert " ".join(cue.content for cue in cues) == text
+    with pytest.raises(SystemExit) as exit_info:  # an existing subtitle file is kept
+        main([*transcribe, "--format", "srt", "--subtitle-dir", str(subtitles), *audio])
+    assert exit_info.value.code == 2 and "--overwrite" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main([*transcribe, "--format", "vtt", "--manifest", str(tiny_corpus / "test.jsonl")])
+    assert "--timestamps adds each line's timed words" in str(exit_info.value.code)
+
+
+def test_transcribe_streamed_beam_and_hotwords(tiny_corpus, tmp_path, capsys):
+    from rnnt.data.tokenizer import Tokenizer
+
+    streaming = {"attention_context_size": [4, 0], "causal_conv": True}
+    checkpoint = _random_checkpoint(tiny_corpus, tmp_path / "s.ckpt", **streaming)
+    audio = _first_audio(tiny_corpus, 2)
+    transcribe = ["transcribe", "--checkpoint", str(checkpoint)]
+    main([*transcribe, "--beam", "3", *audio])
+    beam = capsys.readouterr().out.splitlines()
+    main([*transcribe, "--beam", "3", "--streaming", "--chunk-ms", "160", *audio])
+    assert capsys.readouterr().out.splitlines() == beam  # beam search continued across chunks
+
+    # A phrase the model does not say, boosted hard, is said; a bad line is named first.
+    said = " ".join(line.split("\t")[1] for line in beam)
+    vocabulary = (tiny_corpus / "train.jsonl").read_text()
+    words = {w for w in re.findall(r"[a-z]+", vocabulary.lower()) if len(w) > 3}
+    phrase = sorted(w for w in words if w not in said.split())[0]
+    hotwords = tmp_path / "hotwords.txt"
+    hotwords.write_text(f"{phrase} :30\n")
+    main([*transcribe, "--beam", "3", "--hotwords", str(hotwords), *audio])
+    biased = capsys.readouterr().out.splitlines()
+    assert all(phrase in line.split("\t")[1].split() for line in biased)
+    assert Tokenizer.load(tiny_corpus / "tokenizer.model").encode(phrase)  # spellable
+    hotwords.write_text(f"{phrase}\nzzz :-1\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*transcribe, "--hotwords", str(hotwords), *audio])
+    assert exit_info.value.code == 2 and f"{hotwords}:2:" in capsys.readouterr().err
