@@ -1,3 +1,4 @@
+# longer than 400 lines: every default of the project in one place (one source of defaults)
 """Every default of the project, in one place.
 
 Other modules take these as argument defaults; nothing else holds a magic number. Edit this
