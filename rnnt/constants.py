@@ -425,3 +425,12 @@ SHERPA_ONLINE_MEL_HIGH_FREQ_HZ = 8_000.0  # highest mel filter edge, Hz (Nyquist
 # sherpa-onnx never runs a partial last chunk: append the chunk plus one 10 ms frame of silence
 # before input_finished() (benchmarks/sherpa.py --streaming, README).
 SHERPA_ONLINE_TAIL_EXTRA_MS = 10
+# Word times are refined by the audio's pauses (rnnt.timestamps.snap_to_speech): energy is
+# measured per 10 ms block; a block is speech when it is within TIMESTAMP_SPEECH_RANGE_DB of the
+# loudest block and TIMESTAMP_NOISE_MARGIN_DB above the quietest (the TIMESTAMP_NOISE_QUANTILE
+# block: the noise floor); pauses shorter than TIMESTAMP_MIN_PAUSE_S (stop closures) are speech.
+TIMESTAMP_ENERGY_BLOCK_S = 0.010
+TIMESTAMP_SPEECH_RANGE_DB = 40.0
+TIMESTAMP_NOISE_MARGIN_DB = 10.0
+TIMESTAMP_NOISE_QUANTILE = 0.05
+TIMESTAMP_MIN_PAUSE_S = 0.08

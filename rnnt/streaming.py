@@ -29,7 +29,15 @@ from rnnt.beam import BeamSearch, check_beam_size
 from rnnt.constants import MAX_SYMBOLS_PER_FRAME, STREAMING_CHUNK_MS, STREAMING_FEED_MS
 from rnnt.models.features import LogMelStream
 from rnnt.models.streaming_encoder import StreamingEncoder, streaming_context
-from rnnt.timestamps import Alignment, WordTiming, frame_seconds, word_timings
+from rnnt.timestamps import (
+    Alignment,
+    EnergyMeter,
+    WordTiming,
+    frame_seconds,
+    snap_to_speech,
+    speech_stretches,
+    word_timings,
+)
 
 if TYPE_CHECKING:
     from rnnt.data.tokenizer import Tokenizer
@@ -182,6 +190,7 @@ class StreamingSession:
         self.encoder = StreamingEncoder(model.encoder, context)
         self.context = context
         self.features = LogMelStream(model.frontend)
+        self.energy = EnergyMeter(model.frontend.sample_rate)  # for the words' pauses
         self.lookahead_ms = 1000 * self.features.lookahead_samples / model.frontend.sample_rate
         device = model.joiner.output.weight.device
         with torch.inference_mode():
@@ -201,6 +210,7 @@ class StreamingSession:
             raise ValueError("StreamingSession.accept after finish(); start a new session.")
         with torch.inference_mode():
             self.features.push(samples)
+            self.energy.push(samples)
             while self.features.frames_ready >= self.chunk_frames:
                 started = time.perf_counter()
                 self._run(self.features.pop(self.chunk_frames))
@@ -228,8 +238,10 @@ class StreamingSession:
 
     def words(self, tokenizer: Tokenizer) -> list[WordTiming]:
         """The words decoded so far with their start and end (seconds from the stream's
-        start) and confidence (:func:`rnnt.timestamps.word_timings`)."""
-        return word_timings(tokenizer, self.alignment, frame_seconds(self.model))
+        start, refined by the pauses of the audio so far: :func:`rnnt.timestamps.snap_to_speech`)
+        and confidence (:func:`rnnt.timestamps.word_timings`)."""
+        words = word_timings(tokenizer, self.alignment, frame_seconds(self.model))
+        return snap_to_speech(words, speech_stretches(self.energy.energies()))
 
     def _run(self, features: torch.Tensor) -> None:
         """Normalise, encode and decode ``(T_c, F)`` feature frames of the next chunk."""

@@ -31,7 +31,14 @@ from rnnt.data.tokenizer import Tokenizer
 from rnnt.decoding import check_beam_size, transcribe_alignments, transcribe_ids
 from rnnt.hotwords import HotwordGraph
 from rnnt.models.transducer import Transducer
-from rnnt.timestamps import WordTiming, frame_seconds, word_timings
+from rnnt.timestamps import (
+    WordTiming,
+    block_energies,
+    frame_seconds,
+    snap_to_speech,
+    speech_stretches,
+    word_timings,
+)
 
 # What loading one item's audio raises for a bad file (rnnt.data.audio.load_audio_file):
 # FileNotFoundError (an OSError) or ValueError naming the file. Anything else is a bug.
@@ -232,7 +239,6 @@ def _decode(
     device = next(model.parameters()).device
     durations = [len(w) / SAMPLE_RATE for w in waveforms]
     decoded: list[tuple[str, list[WordTiming] | None]] = [("", None)] * len(waveforms)
-    seconds_per_frame = frame_seconds(model)
     search = (options.max_symbols_per_frame, options.beam_size, options.hotwords)
     for batch in batch_by_duration(durations, options.batch_seconds):
         lengths = torch.tensor([len(waveforms[i]) for i in batch], device=device)
@@ -242,7 +248,9 @@ def _decode(
         if options.timestamps:
             alignments = transcribe_alignments(model, audio, lengths, *search)
             for index, alignment in zip(batch, alignments, strict=True):
-                words = word_timings(tokenizer, alignment, seconds_per_frame)
+                words = word_timings(tokenizer, alignment, frame_seconds(model))
+                pauses = speech_stretches(block_energies(waveforms[index], SAMPLE_RATE))
+                words = snap_to_speech(words, pauses)
                 decoded[index] = (tokenizer.decode(alignment.ids), words)
         else:
             for index, ids in zip(

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from rnnt.decoding import greedy_alignments, greedy_search
-from rnnt.timestamps import Alignment, WordTiming, word_timings
+from rnnt.timestamps import (
+    Alignment,
+    EnergyMeter,
+    WordTiming,
+    block_energies,
+    snap_to_speech,
+    speech_stretches,
+    word_timings,
+)
 from tests.test_decoding import _encoder_out, _model
 
 
@@ -83,3 +91,48 @@ def test_greedy_alignments_equal_a_one_token_at_a_time_reference(max_symbols):
             assert alignments[row].log_probs == pytest.approx(expected.log_probs, abs=1e-5)
     several = any(len(set(a.frames)) < len(a.frames) for a in alignments)
     assert several == (max_symbols > 1)  # frames with 2+ tokens, where they may have them
+
+
+def _tone_bursts(spans: list[tuple[float, float]], seconds: float, rate: int = 16_000):
+    """Silence with a 300 Hz tone over each ``(start, end)`` span (seconds)."""
+    audio = torch.zeros(round(seconds * rate), dtype=torch.float64)
+    for start, end in spans:
+        times = torch.arange(round(start * rate), round(end * rate), dtype=torch.float64)
+        audio[times.long()] = 0.3 * torch.sin(2 * math.pi * 300 * times / rate)
+    return audio.float()
+
+
+def test_speech_stretches_are_the_loud_spans_with_short_dips_bridged():
+    spans = [(0.20, 0.55), (0.60, 0.90), (1.40, 1.75)]  # a 50 ms dip, then a 500 ms pause
+    energies = block_energies(_tone_bursts(spans, 2.0), 16_000)
+    assert energies.shape == (200,)
+    stretches = speech_stretches(energies)
+    assert len(stretches) == 2
+    assert [t for stretch in stretches for t in stretch] == pytest.approx(
+        [0.20, 0.90, 1.40, 1.75], abs=0.011
+    )
+    assert speech_stretches(block_energies(torch.zeros(16_000), 16_000)) == []  # silence
+    noise = 0.1 * torch.randn(16_000, generator=torch.Generator().manual_seed(0))
+    assert len(speech_stretches(block_energies(noise, 16_000))) <= 1  # no pauses in noise
+
+
+def test_energy_meter_in_pieces_equals_the_whole():
+    audio = _tone_bursts([(0.1, 0.4)], 0.777)
+    meter = EnergyMeter(16_000)
+    for start in range(0, audio.numel(), 999):
+        meter.push(audio[start : start + 999])
+    torch.testing.assert_close(meter.energies(), block_energies(audio, 16_000))
+
+
+def test_snapping_stretches_words_to_the_speech_around_them():
+    stretches = [(0.20, 0.90), (1.40, 1.75)]
+    emitted = [
+        WordTiming("early", 0.08, 0.20, 0.9),  # emitted before the speech starts
+        WordTiming("two", 0.44, 0.52, 0.8),  # its sound goes on until the next word
+        WordTiming("late", 1.44, 1.56, 0.7),  # ends before its sound does
+    ]
+    snapped = snap_to_speech(emitted, stretches)
+    times = [t for word in snapped for t in (word.start, word.end)]
+    assert times == pytest.approx([0.20, 0.44, 0.44, 0.90, 1.40, 1.75])
+    assert [(w.word, w.confidence) for w in snapped] == [(w.word, w.confidence) for w in emitted]
+    assert snap_to_speech(emitted, []) == emitted  # no pauses found: the emitted times stay

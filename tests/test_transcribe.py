@@ -63,7 +63,9 @@ class _RecordingModel(torch.nn.Module):
         self.calls: list[tuple[int, int]] = []
 
 
-def _record_decoding_options(model, audio, audio_lengths, max_symbols_per_frame, beam_size=1):
+def _record_decoding_options(
+    model, audio, audio_lengths, max_symbols_per_frame, beam_size=1, hotwords=None
+):
     model.calls.append((max_symbols_per_frame, beam_size))
     return [[len(model.calls)] for _ in range(len(audio))]
 
@@ -102,7 +104,7 @@ def test_transcribe_refuses_a_bad_beam_size_before_reading_audio():
 # --- manifests: nothing lost, nothing overwritten ----------------------------------------------
 
 
-def _decode_lengths(model, audio, audio_lengths, max_symbols_per_frame, beam_size=1):
+def _decode_lengths(model, audio, audio_lengths, max_symbols_per_frame, beam_size=1, hotwords=None):
     """Stands in for the decoder: each utterance's text is its length in tenths of a second."""
     model.calls.append((max_symbols_per_frame, beam_size))
     return [[round(10 * int(n) / SAMPLE_RATE)] for n in audio_lengths]
