@@ -27,6 +27,8 @@ def _transcribe(options: argparse.Namespace) -> None:
     from rnnt.transcribe import check_output, format_result, transcribe_manifest
 
     _check_options(options)
+    if options.beam is None:  # greedy, or a beam wide enough for hotwords
+        options.beam = C.HOTWORD_BEAM_SIZE if options.hotwords else 1
     if options.manifest:  # before the checkpoint loads: a refused output costs nothing
         check_output(options.manifest, options.output, options.overwrite)
     if options.hotwords:  # the file's own errors (FILE:LINE) before the checkpoint loads
@@ -214,14 +216,15 @@ def add_transcribe_command(commands: argparse._SubParsersAction) -> None:
     transcribe.add_argument(
         "--beam",
         type=check.positive_int,
-        default=1,
-        help=f"beam size; 1 = greedy (try {C.BEAM_SIZE})",
+        default=None,
+        help=f"beam size; 1 = greedy, the default (try {C.BEAM_SIZE}; with --hotwords the "
+        f"default is {C.HOTWORD_BEAM_SIZE})",
     )
     transcribe.add_argument(
         "--hotwords",
         type=check.existing_file,
         help="phrases to favour, one a line, each with an optional per-token boost "
-        "'PHRASE :2.0' (decodes with beam search, even at --beam 1; try --beam 4)",
+        f"'PHRASE :2.0' (decodes with beam search: --beam {C.HOTWORD_BEAM_SIZE} unless given)",
     )
     transcribe.add_argument(
         "--hotword-boost",
