@@ -90,18 +90,22 @@ def _subtitle_paths(options: argparse.Namespace) -> dict[str, Path]:
     # Each audio file's subtitle file: --subtitle-dir/STEM.srt (default: beside the audio).
     # Two files with one stem in one folder, or (without --overwrite) an existing subtitle file,
     # are refused before anything is decoded.
-    paths: dict[str, Path] = {}
-    for audio in options.audio:
-        folder = options.subtitle_dir or Path(audio).parent
-        paths[audio] = folder / f"{Path(audio).stem}.{options.format}"
+    pairs = [
+        (
+            audio,
+            (options.subtitle_dir or Path(audio).parent) / f"{Path(audio).stem}.{options.format}",
+        )
+        for audio in options.audio
+    ]
     seen: dict[Path, str] = {}
-    for audio, path in paths.items():
+    for audio, path in pairs:
         if path in seen:
             raise ValueError(
                 f"--format {options.format}: {seen[path]} and {audio} would both write {path}; "
                 "give the files different names or transcribe them separately"
             )
         seen[path] = audio
+    paths = dict(pairs)
     if not options.overwrite:
         refuse_existing(list(paths.values()), "--format")
     return paths

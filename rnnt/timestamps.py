@@ -19,7 +19,8 @@ them with the audio's pauses: the audio is cut into speech stretches at its paus
 its emitted interval overlaps most (else the nearest); a stretch's first word starts where the
 stretch starts, its last word ends where it ends, and inside a stretch a word ends where the
 next one starts (connected speech has no gap between words). Audio without clear pauses
-(noise as loud as the speech) has no stretches, and the emitted times stay.
+(noise as loud as the speech) has no stretches, and the emitted times stay; so do a stretch's
+words when snapping would leave one of them no time (several emitted before the stretch).
 """
 
 from __future__ import annotations
@@ -222,8 +223,10 @@ def snap_to_speech(
         start, end = stretches[stretch]
         starts = [start] + [max(start, min(end, words[i].start)) for i in positions[1:]]
         ends = [*starts[1:], end]
+        if any(a >= b for a, b in zip(starts, ends, strict=True)):
+            continue  # words piled up (emitted in a pause): their emitted times say more
         for i, word_start, word_end in zip(positions, starts, ends, strict=True):
-            snapped[i] = replace(words[i], start=word_start, end=max(word_start, word_end))
+            snapped[i] = replace(words[i], start=word_start, end=word_end)
     return snapped
 
 

@@ -426,6 +426,11 @@ def test_transcribe_timestamps_and_subtitles_whole_file_and_streamed(tiny_corpus
     with pytest.raises(SystemExit) as exit_info:  # an existing subtitle file is kept
         main([*transcribe, "--format", "srt", "--subtitle-dir", str(subtitles), *audio])
     assert exit_info.value.code == 2 and "--overwrite" in capsys.readouterr().err
+    twice = [*transcribe, "--format", "vtt", "--subtitle-dir", str(tmp_path / "x"), *audio[:1] * 2]
+    with pytest.raises(SystemExit) as exit_info:  # two files, one subtitle file: refused first
+        main(twice)
+    assert exit_info.value.code == 2 and "would both write" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
     with pytest.raises(SystemExit) as exit_info:
         main([*transcribe, "--format", "vtt", "--manifest", str(tiny_corpus / "test.jsonl")])
     assert "--timestamps adds each line's timed words" in str(exit_info.value.code)

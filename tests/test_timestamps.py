@@ -136,3 +136,6 @@ def test_snapping_stretches_words_to_the_speech_around_them():
     assert times == pytest.approx([0.20, 0.44, 0.44, 0.90, 1.40, 1.75])
     assert [(w.word, w.confidence) for w in snapped] == [(w.word, w.confidence) for w in emitted]
     assert snap_to_speech(emitted, []) == emitted  # no pauses found: the emitted times stay
+    piled = [WordTiming("a", 0.0, 0.04, 1.0), WordTiming("b", 0.04, 0.08, 1.0), emitted[2]]
+    kept = snap_to_speech(piled, stretches)  # both before the first stretch: nowhere to go
+    assert kept[:2] == piled[:2] and (kept[2].start, kept[2].end) == (1.40, 1.75)
