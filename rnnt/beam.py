@@ -103,6 +103,7 @@ class BeamSearch:
         self.tokens: list[torch.Tensor] = []  # per round: (B, K) token it added, -1 for none
         self.log_probs: list[torch.Tensor] = []  # per round: (B, K) that token's log-probability
         self.round_frames: list[int] = []  # per round: the frame it expanded
+        self.history: list[list[_Node | None]] | None = None  # (B, K) slots' pasts (compact)
 
     def advance(self, encoder_out: torch.Tensor, lengths: torch.Tensor | None = None) -> None:
         """Search the next frames ``(B, n, D)``; ``lengths (B,)``: how many of them are valid
@@ -201,15 +202,44 @@ class BeamSearch:
         first = ~(same & self.earlier).any(dim=2)
         return torch.where(valid & first, merged, float("-inf"))
 
+    def compact(self) -> None:
+        """Fold the back-pointers of the rounds so far into each slot's history and drop them,
+        so that reading results later walks only the newer rounds. A stream calls it after each
+        chunk: its cost then grows with the chunk, not with the whole stream."""
+        batch, beam = self.scores.shape
+        slots = torch.arange(beam).expand(batch, beam)
+        origins, pending = self._trace(slots)
+        self.history = [
+            [_extend(self._history(b, origin), found) for origin, found in zip(o, p, strict=True)]
+            for b, (o, p) in enumerate(zip(origins, pending, strict=True))
+        ]
+        self.parents, self.tokens, self.log_probs, self.round_frames = [], [], [], []
+
+    def _history(self, utterance: int, slot: int) -> _Node | None:
+        return None if self.history is None else self.history[utterance][slot]
+
     def _backtrack(self, slots: torch.Tensor) -> list[list[Alignment]]:
-        """The alignments of the slots ``(B, N)`` of each utterance, from the back-pointers."""
+        """The alignments of the slots ``(B, N)`` of each utterance: their history, then the
+        tokens of the rounds since, read from the back-pointers."""
+        origins, pending = self._trace(slots)
+        return [
+            [
+                _alignment(_extend(self._history(b, o), found))
+                for o, found in zip(os, ps, strict=True)
+            ]
+            for b, (os, ps) in enumerate(zip(origins, pending, strict=True))
+        ]
+
+    def _trace(self, slots: torch.Tensor) -> tuple[list[list[int]], list[list[list[tuple]]]]:
+        # For the slots (B, N): the slot each came from before the rounds kept, and the
+        # (token, frame, log-probability) each of those rounds added, in order.
         batch, count = slots.shape
+        slot = slots.cpu()
         if not self.parents:
-            return [[Alignment([], [], []) for _ in range(count)] for _ in range(batch)]
+            return slot.tolist(), [[[] for _ in range(count)] for _ in range(batch)]
         parents = torch.stack(self.parents).cpu()  # (R, B, K)
         tokens = torch.stack(self.tokens).cpu()
         log_probs = torch.stack(self.log_probs).cpu()
-        slot = slots.cpu()
         rows = torch.arange(batch).unsqueeze(1)
         emitted = torch.empty(len(parents), batch, count, dtype=torch.long)
         emitted_log_probs = torch.empty(len(parents), batch, count)
@@ -219,16 +249,33 @@ class BeamSearch:
             slot = parents[step, rows, slot]
         ids = emitted.permute(1, 2, 0).tolist()  # (B, N, R)
         values = emitted_log_probs.permute(1, 2, 0).tolist()
-        return [
-            [_alignment(row_ids, row_values, self.round_frames) for row_ids, row_values in pair]
-            for pair in (zip(a, b, strict=True) for a, b in zip(ids, values, strict=True))
+        frames = self.round_frames
+        pending = [
+            [
+                [(t, f, v) for t, f, v in zip(row_ids, frames, row_values, strict=True) if t >= 0]
+                for row_ids, row_values in zip(a, b, strict=True)
+            ]
+            for a, b in zip(ids, values, strict=True)
         ]
+        return slot.tolist(), pending
 
 
-def _alignment(ids: list[int], log_probs: list[float], frames: list[int]) -> Alignment:
-    kept = [step for step, token in enumerate(ids) if token >= 0]
-    return Alignment(
-        [ids[step] for step in kept],
-        [frames[step] for step in kept],
-        [log_probs[step] for step in kept],
-    )
+# A slot's history: a linked list of (earlier node, token, frame, log-probability), newest last;
+# slots that share a past share its nodes.
+_Node = tuple
+
+
+def _extend(node: _Node | None, found: list[tuple]) -> _Node | None:
+    for token, frame, log_prob in found:
+        node = (node, token, frame, log_prob)
+    return node
+
+
+def _alignment(node: _Node | None) -> Alignment:
+    ids, frames, log_probs = [], [], []
+    while node is not None:
+        node, token, frame, log_prob = node
+        ids.append(token)
+        frames.append(frame)
+        log_probs.append(log_prob)
+    return Alignment(ids[::-1], frames[::-1], log_probs[::-1])

@@ -137,6 +137,7 @@ class _BeamStream:
 
     def advance(self, encoder_out: torch.Tensor) -> None:
         self.search.advance(encoder_out)
+        self.search.compact()  # reading results then costs this chunk's rounds, not all
 
     def best(self, final: bool) -> Alignment:
         """The best hypothesis now; before ``final`` a later chunk may still revise it."""

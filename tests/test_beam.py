@@ -72,7 +72,9 @@ def test_searching_chunk_by_chunk_equals_one_call(cuts):
         start = 0
         for size in cuts:
             pieces.advance(encoder_out[:, start : start + size])
+            pieces.compact()  # as a stream does: results then read the history
             start += size
+        assert not pieces.parents and whole.parents  # compacted: no back-pointers left
         expected, got = whole.best(4)[0], pieces.best(4)[0]
     assert [(a.ids, a.frames) for a, _ in got] == [(a.ids, a.frames) for a, _ in expected]
     assert [score for _, score in got] == pytest.approx([score for _, score in expected])
