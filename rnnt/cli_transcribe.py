@@ -75,6 +75,10 @@ def _check_options(options: argparse.Namespace) -> None:
             "rnnt transcribe: --streaming decodes audio files chunk by chunk; it takes no "
             "--manifest"
         )
+    if options.subtitle_dir and not options.format:
+        raise SystemExit(
+            "rnnt transcribe: --subtitle-dir is where --format srt|vtt writes; give both"
+        )
     if options.format and options.manifest:
         raise SystemExit(
             "rnnt transcribe: --format srt|vtt writes a subtitle file per audio file; for a "

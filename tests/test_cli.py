@@ -434,6 +434,9 @@ def test_transcribe_timestamps_and_subtitles_whole_file_and_streamed(tiny_corpus
     with pytest.raises(SystemExit) as exit_info:
         main([*transcribe, "--format", "vtt", "--manifest", str(tiny_corpus / "test.jsonl")])
     assert "--timestamps adds each line's timed words" in str(exit_info.value.code)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*transcribe, "--subtitle-dir", str(subtitles), *audio])
+    assert "give both" in str(exit_info.value.code)
 
 
 def test_transcribe_streamed_beam_and_hotwords(tiny_corpus, tmp_path, capsys):
