@@ -396,6 +396,9 @@ EMA_WARMUP_OFFSET = 10  # the 10 of (1 + n) / (10 + n): larger follows the weigh
 EMA_WEIGHTS = "ema"  # a checkpoint's `weights` when its state_dict holds the EMA weights
 RAW_WEIGHTS = "raw"  # ... and when it holds the trained ones (checkpoints without EMA)
 
+# Files written whole (rnnt.data.atomic: manifests, subtitles) get this mode, not mkstemp's 0o600.
+OUTPUT_FILE_MODE = 0o644
+
 # --- word timestamps and confidence (issue 16, task W: rnnt/timestamps.py) ---------------------
 WORD_BOUNDARY_PIECE = "\u2581"  # SentencePiece's "▁": a piece that starts with it starts a word
 
@@ -409,7 +412,6 @@ SUBTITLE_MAX_SECONDS = 6.0
 # A cue shorter than this stays on screen this long, or until the next cue starts if sooner.
 SUBTITLE_MIN_SECONDS = 1.0
 SUBTITLE_FORMATS = ("srt", "vtt")  # write_subtitles' formats: SubRip and WebVTT
-SUBTITLE_FILE_MODE = 0o644  # the temporary file is owner-only; the written one is not
 
 # --- hotwords (issue 16, task H: rnnt/hotwords.py, beam-search biasing) -----------------------
 # Score added per token of a hotword phrase without a ":BOOST" of its own (sherpa-onnx's

@@ -135,10 +135,7 @@ def _run_beam_search(
     nbest: int,
     hotwords: HotwordGraph | None,
 ) -> list[list[tuple[Alignment, float]]]:
-    check_beam_size(beam_size)
-    if max_symbols_per_frame < 1:
-        raise ValueError(f"max_symbols_per_frame={max_symbols_per_frame} must be >= 1.")
-    device = encoder_out.device
+    device = encoder_out.device  # BeamSearch checks beam_size and max_symbols_per_frame
     with decoding_mode(model) as (decoder, joiner):
         search = BeamSearch(
             decoder, joiner, model.config.blank_id, beam_size, max_symbols_per_frame,

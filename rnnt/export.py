@@ -309,7 +309,7 @@ def export_onnx(
     frames = 8 * config.subsampling_factor
     features = torch.randn(2, config.n_mels, frames)
     feature_lengths = torch.tensor([frames, frames - config.subsampling_factor - 1])
-    _export(
+    onnx_export(
         encoder,
         (features, feature_lengths),
         paths["encoder"],
@@ -324,7 +324,7 @@ def export_onnx(
         opset,
     )
     state = torch.zeros(config.pred_num_layers, 2, config.pred_hidden_dim)
-    _export(
+    onnx_export(
         decoder,
         (torch.zeros(2, 1, dtype=torch.int32), torch.ones(2, dtype=torch.int32), state, state),
         paths["decoder"],
@@ -342,7 +342,7 @@ def export_onnx(
         },
         opset,
     )
-    _export(
+    onnx_export(
         joiner,
         (torch.randn(2, config.joiner_dim, 1), torch.randn(2, config.joiner_dim, 1)),
         paths["joiner"],
@@ -366,7 +366,7 @@ def export_onnx(
     return paths
 
 
-def _export(
+def onnx_export(
     module: nn.Module,
     args: tuple[torch.Tensor, ...],
     path: Path,
@@ -375,8 +375,8 @@ def _export(
     dynamic_axes: dict[str, dict[int, str]],
     opset: int,
 ) -> None:
-    # The TorchScript-based exporter: it handles the LSTM and the dynamic lengths on every
-    # torch >= 2.4; from 2.5 on it must be asked for with dynamo=False.
+    """``module(*args)`` to ONNX at ``path`` by the TorchScript exporter (it handles the LSTM and
+    dynamic lengths on every torch >= 2.4; from 2.5 on it needs ``dynamo=False``)."""
     options = {}
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         options["dynamo"] = False

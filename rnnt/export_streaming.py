@@ -69,15 +69,15 @@ from rnnt.constants import (
     STREAMING_CHUNK_MS,
 )
 from rnnt.export import (
-    _export,
     encoder_metadata,
     export_onnx,
     feature_map,
+    onnx_export,
 )
 from rnnt.models.contexts import context_allows
 from rnnt.models.encoder import apply_rotary, rotary_tables
 from rnnt.models.features import LogMelFrontend
-from rnnt.models.streaming_encoder import _block_step, _subsample
+from rnnt.models.streaming_encoder import block_chunk, subsample_chunk
 from rnnt.models.transducer import Transducer
 from rnnt.streaming import chunk_context, chunk_feature_frames
 
@@ -201,7 +201,7 @@ class SherpaStreamingEncoder(nn.Module):
                 cache_last_time[:, 0, 0, offset : offset + size].reshape(-1, channels, 1, bins)
             )
             offset += size
-        hidden, stage_caches = _subsample(self.encoder.subsampling, hidden, stage_caches)
+        hidden, stage_caches = subsample_chunk(self.encoder.subsampling, hidden, stage_caches)
         # Slot j holds the frame at relative position j - S; the newest `len` slots are real.
         slot = torch.arange(self.slots, device=features.device).view(1, -1)
         real = slot >= self.slots - cache_last_channel_len.view(-1, 1)  # (N, S)
@@ -212,7 +212,7 @@ class SherpaStreamingEncoder(nn.Module):
         channel, time = [], []
         for index, block in enumerate(self.encoder.blocks):
             keys, values = self._heads(cache_last_channel[:, index])
-            hidden, keys, values, conv = _block_step(
+            hidden, keys, values, conv = block_chunk(
                 block, hidden, keys, values, conv_caches[index], positions, mask, -1
             )
             # rotated at positions relative to this chunk: re-rotate them to the next one's
@@ -328,7 +328,7 @@ def export_streaming_onnx(
     lengths = torch.full((2,), encoder.chunk_frames)
     inputs = ["features", "feature_lengths", *CACHE_NAMES]
     outputs = ["encoder_out", "encoder_lengths", *(f"next_{name}" for name in CACHE_NAMES)]
-    _export(
+    onnx_export(
         encoder,
         (features, lengths, *caches),
         paths["encoder"],

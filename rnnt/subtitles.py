@@ -21,20 +21,19 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rnnt.constants import (
-    SUBTITLE_FILE_MODE,
     SUBTITLE_FORMATS,
     SUBTITLE_MAX_CHARS,
     SUBTITLE_MAX_GAP_S,
     SUBTITLE_MAX_SECONDS,
     SUBTITLE_MIN_SECONDS,
 )
+from rnnt.data.atomic import atomic_text_file
 
 if TYPE_CHECKING:
     from rnnt.timestamps import WordTiming
@@ -140,20 +139,8 @@ def write_subtitles(words: Sequence[WordTiming], path: str | os.PathLike[str], f
     cues = subtitle_cues(words)
     text = to_srt(cues) if fmt == "srt" else to_webvtt(cues)
     target = Path(path)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-    )
-    try:
-        os.chmod(temporary, SUBTITLE_FILE_MODE)
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    with atomic_text_file(target) as handle:
+        handle.write(text)
     return target
 
 

@@ -25,12 +25,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from rnnt.constants import MANIFEST_MAX_LINE_BYTES
+from rnnt.data.atomic import atomic_text_file
 from rnnt.data.manifest_line import (
     REQUIRED_FIELDS,
     InvalidLine,
@@ -64,7 +64,6 @@ _NOT_JSON_LINES = (
     (b"OggS", "is an Ogg audio file, not a JSON-lines manifest"),
     (b"ID3", "is an MP3 audio file, not a JSON-lines manifest"),
 )
-_MANIFEST_FILE_MODE = 0o644
 
 
 class ManifestError(ValueError):
@@ -256,24 +255,12 @@ def write_manifest(
     manifest = Path(path)
     manifest.parent.mkdir(parents=True, exist_ok=True)
     base_dir = os.path.dirname(os.path.abspath(manifest))
-    descriptor, temp_path = tempfile.mkstemp(
-        dir=manifest.parent, prefix=f".{manifest.name}.", suffix=".tmp"
-    )
     count = 0
-    try:
-        os.chmod(temp_path, _MANIFEST_FILE_MODE)  # mkstemp makes it owner-only
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as handle:
-            for index, record in enumerate(records):
-                line = _record_to_line(record, index, base_dir)
-                handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_path, manifest)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.unlink(temp_path)
-        raise
+    with atomic_text_file(manifest) as handle:
+        for index, record in enumerate(records):
+            line = _record_to_line(record, index, base_dir)
+            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+            count += 1
     return count
 
 

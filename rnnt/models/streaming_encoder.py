@@ -189,7 +189,7 @@ class StreamingEncoder(nn.Module):
                 f"{factor} x {self.chunk} frames of the context's chunk); start from "
                 "initial_cache()."
             )
-        hidden, subsampling = _subsample(self.encoder.subsampling, features, cache.subsampling)
+        hidden, subsampling = subsample_chunk(self.encoder.subsampling, features, cache.subsampling)
         hidden = self.encoder.dropout(hidden)
         position = cache.encoder_frames
         # Every layer caches the same past frames: one mask and one set of positions serve all.
@@ -201,7 +201,7 @@ class StreamingEncoder(nn.Module):
         mask = context_allows(positions, key_positions, self.context, self.encoder.chunked)
         keys, values, convolution = [], [], []
         for index, block in enumerate(self.encoder.blocks):
-            hidden, block_keys, block_values, block_conv = _block_step(
+            hidden, block_keys, block_values, block_conv = block_chunk(
                 block,
                 hidden,
                 cache.keys[index],
@@ -226,7 +226,7 @@ class StreamingEncoder(nn.Module):
         return hidden, new_cache
 
 
-def _subsample(
+def subsample_chunk(
     subsampling: ConvSubsampling, features: torch.Tensor, cache: list[torch.Tensor]
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``(B, T_c, F)`` to ``(B, ceil(T_c / factor), D)`` and the stages' new caches.
@@ -262,7 +262,7 @@ def _subsample(
     return subsampling.output(hidden[:, :valid]), new_cache
 
 
-def _block_step(
+def block_chunk(
     block: ConformerBlock,
     hidden: torch.Tensor,
     keys: torch.Tensor,
